@@ -1,0 +1,189 @@
+"""Encoding field values to stored rows and decoding rows back: no database, no I/O.
+
+A value is stored as its JSON text (``value``), beside two index columns:
+``value_hash``, a fixed-width digest that serves equality whatever the value's
+size, and ``sort_key``, an order-preserving ASCII or text rendering of scalar
+values that serves ranges and ordering (numbers by magnitude, datetimes as UTC
+instants).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from ._model import ModelSpec, ModelT
+from .errors import StoredValueError
+
+__all__ = ["EncodedValue", "decode_rows", "encode_model", "encode_value", "sort_key"]
+
+SORT_KEY_LENGTH = 200
+_EXPONENT_BIAS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """One stored row's value columns."""
+
+    key: str
+    value: str
+    value_hash: str
+    sort_key: str | None
+
+
+def value_hash(text: str) -> str:
+    """128 bits of SHA-256: equality through an index of fixed width, for values of any size."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _number_sort_key(number: Decimal) -> str:
+    """An ASCII string whose byte order is the numeric order of ``number``."""
+    if number.is_zero():
+        return "5"
+    sign, digits, _ = number.as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent = number.adjusted() + _EXPONENT_BIAS
+    if not sign:
+        return f"6{exponent:06d}{text}"[:SORT_KEY_LENGTH]
+    # Negative numbers: invert everything so larger magnitudes sort first, and end
+    # with "~" (above every digit) so that -1.2 sorts after -1.23.
+    inverted = "".join(str(9 - int(digit)) for digit in text)
+    return f"4{2 * _EXPONENT_BIAS - exponent:06d}{inverted}"[: SORT_KEY_LENGTH - 1] + "~"
+
+
+def _datetime_sort_key(value: dt.datetime) -> str:
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds")
+
+
+def sort_key(value: Any) -> str | None:
+    """The order-preserving key of a scalar value; ``None`` for values that have no order."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return _number_sort_key(Decimal(value))
+    if isinstance(value, float):
+        # The shortest repr orders floats exactly and compares equal across int/float.
+        return _number_sort_key(Decimal(repr(value)))
+    if isinstance(value, Decimal):
+        return _number_sort_key(value) if value.is_finite() else None
+    if isinstance(value, dt.datetime):
+        return _datetime_sort_key(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        # PostgreSQL text cannot hold NUL; the prefix only orders, it is never read back.
+        return value[:SORT_KEY_LENGTH].replace("\x00", "\x01")
+    return None
+
+
+def _unstorable(key: str, value: Any, reason: str) -> InitErrorDetails:
+    return {
+        "type": PydanticCustomError("unstorable_value", "Value cannot be stored: {reason}", {"reason": reason}),
+        "loc": (key,),
+        "input": value,
+    }
+
+
+def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any) -> EncodedValue | InitErrorDetails:
+    """Encode one validated value, or describe why it cannot be stored unchanged."""
+    try:
+        text = json.dumps(json_value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except ValueError as exc:
+        # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
+        return _unstorable(key, python_value, str(exc))
+    field = spec.fields[key]
+    if field.verify_round_trip:
+        try:
+            read_back = field.adapter.validate_json(text)
+        except ValidationError as exc:
+            return _unstorable(key, python_value, f"it does not read back: {exc.errors()[0]['msg']}")
+        if read_back != python_value:
+            return _unstorable(
+                key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
+            )
+    return EncodedValue(key, text, value_hash(text), sort_key(python_value))
+
+
+def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValue]:
+    """The rows for the explicitly set fields of a validated model.
+
+    Raises :class:`pydantic.ValidationError` naming every value that cannot be
+    stored exactly, before anything is written.
+    """
+    names = validated.model_fields_set
+    json_values = validated.__pydantic_serializer__.to_python(
+        validated, mode="json", include=names, by_alias=True, round_trip=True
+    )
+    encoded: list[EncodedValue] = []
+    errors: list[InitErrorDetails] = []
+    for name in names:
+        key = spec.field(name).key
+        result = encode_value(spec, key, getattr(validated, name), json_values[key])
+        if isinstance(result, EncodedValue):
+            encoded.append(result)
+        else:
+            errors.append(result)
+    if errors:
+        raise ValidationError.from_exception_data(spec.name, errors)
+    encoded.sort(key=lambda row: row.key)
+    return encoded
+
+
+def _object_text(rows: Iterable[tuple[str, str]]) -> str:
+    return "{" + ",".join(f"{json.dumps(key)}:{value}" for key, value in rows) + "}"
+
+
+def decode_rows(
+    spec: ModelSpec[ModelT],
+    session_id: str,
+    rows: Sequence[tuple[str, str]],
+    *,
+    on_invalid: str = "raise",
+    invalid_keys: list[str] | None = None,
+) -> ModelT:
+    """Build the model from stored ``(key, value)`` rows; undeclared keys are ignored.
+
+    The model's ``model_fields_set`` is exactly the stored keys. A value that no
+    longer validates raises :class:`StoredValueError`, or with ``on_invalid="default"``
+    is left out (so it reads as the field's default) and its key appended to
+    ``invalid_keys``.
+    """
+    known = [(key, value) for key, value in rows if key in spec.fields]
+    try:
+        # One JSON document, one validation: far cheaper than one call per key.
+        return spec.model.model_validate_json(_object_text(known))
+    except ValidationError:
+        pass
+    kept: list[tuple[str, str]] = []
+    for key, value in known:
+        try:
+            spec.model.model_validate_json(_object_text([(key, value)]))
+        except ValidationError as exc:
+            if on_invalid != "default":
+                reason = "; ".join(error["msg"] for error in exc.errors())
+                raise StoredValueError(session_id, key, value, reason) from exc
+            if invalid_keys is not None:
+                invalid_keys.append(key)
+        else:
+            kept.append((key, value))
+    # Each key validated alone; a model validator may still object to them together.
+    return spec.model.model_validate_json(_object_text(kept))

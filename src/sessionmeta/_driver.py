@@ -1,0 +1,268 @@
+"""Running compiled statements straight on a pooled driver connection.
+
+SQLAlchemy owns the pool, the dialects and the schema; the hot path skips its
+per-call execution machinery and talks to the driver (asyncpg, aiosqlite,
+aiomysql or asyncmy) directly, with the driver's own prepared-statement cache.
+This is also the one place where driver errors become sessionmeta errors.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._statements import CompiledStatement
+from .errors import DatabaseError, SessionMetaError, UnsupportedDialectError
+
+__all__ = ["Driver", "ForeignKeyViolation", "connect"]
+
+_PREPARED = "sessionmeta_prepared"
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+class ForeignKeyViolation(Exception):
+    """The referenced session row is missing: the caller creates it and tries again."""
+
+
+class Driver:
+    """One checked-out driver connection, with the few operations the store needs."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def prepare(self) -> None:
+        """Settings applied once per pooled connection."""
+
+    async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def execute(self, statement: CompiledStatement, args: Sequence[Any]) -> int:
+        raise NotImplementedError
+
+    async def begin(self) -> None:
+        raise NotImplementedError
+
+    async def commit(self) -> None:
+        raise NotImplementedError
+
+    async def rollback(self) -> None:
+        raise NotImplementedError
+
+    async def end_read(self) -> None:
+        """Close the snapshot a read may have opened, where the driver opens one."""
+
+    async def end_write(self) -> None:
+        """Commit a single statement the driver did not commit by itself."""
+        await self.commit()
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+
+class _Asyncpg(Driver):
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        import asyncpg
+
+        self._asyncpg = asyncpg
+
+    async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = await self.connection.fetch(statement.sql, *args)
+        return rows
+
+    async def execute(self, statement: CompiledStatement, args: Sequence[Any]) -> int:
+        status: str = await self.connection.execute(statement.sql, *args)
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def begin(self) -> None:
+        await self.connection.execute("BEGIN")
+
+    async def commit(self) -> None:
+        await self.connection.execute("COMMIT")
+
+    async def end_write(self) -> None:
+        """asyncpg commits a statement run outside a transaction by itself."""
+
+    async def rollback(self) -> None:
+        if self.connection.is_in_transaction():
+            await self.connection.execute("ROLLBACK")
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._asyncpg.ForeignKeyViolationError)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        errors = self._asyncpg.exceptions
+        return isinstance(
+            exc,
+            (
+                OSError,
+                ConnectionError,
+                errors.ConnectionDoesNotExistError,
+                errors.PostgresConnectionError,
+                errors.AdminShutdownError,
+                errors.CrashShutdownError,
+                self._asyncpg.InterfaceError,
+            ),
+        ) or (self.connection.is_closed())
+
+
+class _Aiosqlite(Driver):
+    async def prepare(self) -> None:
+        # SQLite leaves foreign keys off per connection: ON DELETE CASCADE needs them.
+        await self.connection.execute("PRAGMA foreign_keys = ON")
+        await self.connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+    async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
+        rows = await self.connection.execute_fetchall(statement.sql, args)
+        return list(rows)
+
+    async def execute(self, statement: CompiledStatement, args: Sequence[Any]) -> int:
+        cursor = await self.connection.execute(statement.sql, args)
+        count: int = cursor.rowcount
+        return count
+
+    async def begin(self) -> None:
+        # Take the write lock up front, so two writers wait instead of deadlocking.
+        await self.connection.execute("BEGIN IMMEDIATE")
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+
+    async def rollback(self) -> None:
+        if self.connection.in_transaction:
+            await self.connection.rollback()
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
+
+
+class _MySQL(Driver):
+    """aiomysql and asyncmy share one cursor API."""
+
+    _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
+
+    async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
+        async with self.connection.cursor() as cursor:
+            await cursor.execute(statement.sql, tuple(args))
+            rows: list[Sequence[Any]] = list(await cursor.fetchall())
+            return rows
+
+    async def execute(self, statement: CompiledStatement, args: Sequence[Any]) -> int:
+        async with self.connection.cursor() as cursor:
+            count: int = await cursor.execute(statement.sql, tuple(args))
+            return count
+
+    async def begin(self) -> None:
+        await self.connection.begin()
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+
+    async def end_read(self) -> None:
+        # Without autocommit, a read opens a REPEATABLE READ snapshot; end it.
+        await self.connection.rollback()
+
+    @staticmethod
+    def _code(exc: BaseException) -> int | None:
+        args = getattr(exc, "args", ())
+        return args[0] if args and isinstance(args[0], int) else None
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return self._code(exc) == 1452
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if isinstance(exc, (OSError, ConnectionError)):
+            return True
+        if type(exc).__name__ == "InterfaceError":
+            return True
+        return self._code(exc) in self._DISCONNECT_CODES
+
+
+_DRIVERS: dict[str, type[Driver]] = {
+    "asyncpg": _Asyncpg,
+    "aiosqlite": _Aiosqlite,
+    "aiomysql": _MySQL,
+    "asyncmy": _MySQL,
+}
+
+
+def driver_class(engine: AsyncEngine) -> type[Driver]:
+    """The driver wrapper for ``engine``; raise :class:`UnsupportedDialectError` for others."""
+    found = _DRIVERS.get(engine.dialect.driver)
+    if found is None:
+        supported = ", ".join(sorted(_DRIVERS))
+        raise UnsupportedDialectError(
+            f"sessionmeta does not support the {engine.dialect.driver!r} driver "
+            f"of {engine.dialect.name}; use one of {supported}"
+        )
+    return found
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+@asynccontextmanager
+async def connect(
+    engine: AsyncEngine, driver: type[Driver], *, session_id: str | None = None
+) -> AsyncIterator[Driver]:
+    """Check a connection out of the engine's pool and wrap its driver connection.
+
+    A connection that dies is invalidated, so the pool hands out a fresh one next;
+    every driver error leaves as :class:`DatabaseError` (or ``ForeignKeyViolation``).
+    """
+    where = f" (session {session_id!r})" if session_id is not None else ""
+    try:
+        connection: AsyncConnection = await engine.connect()
+    except Exception as exc:
+        raise DatabaseError(
+            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+            f"{describe(exc)}",
+            session_id=session_id,
+        ) from exc
+    try:
+        raw = await connection.get_raw_connection()
+        wrapped = driver(raw.driver_connection)
+        try:
+            if not raw.info.get(_PREPARED):
+                await wrapped.prepare()
+                raw.info[_PREPARED] = True
+            yield wrapped
+        except (ForeignKeyViolation, SessionMetaError, AttributeError, TypeError, NameError):
+            await wrapped.rollback()
+            raise
+        except Exception as exc:
+            if wrapped.is_disconnect(exc):
+                await connection.invalidate(exc)
+                raise DatabaseError(
+                    f"lost the database connection{where}: {describe(exc)}", session_id=session_id
+                ) from exc
+            try:
+                await wrapped.rollback()
+            except Exception:
+                await connection.invalidate(exc)
+            raise DatabaseError(
+                f"the database refused the operation{where}: {describe(exc)}",
+                session_id=session_id,
+            ) from exc
+        except BaseException:
+            # Cancelled mid-statement: the connection's state is unknown, so drop it.
+            await connection.invalidate()
+            raise
+    finally:
+        await connection.close()

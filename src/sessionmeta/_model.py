@@ -1,0 +1,196 @@
+"""Declaring a metadata model and inspecting it: no database, no I/O."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic.fields import FieldInfo
+
+from .errors import InvalidSessionIdError, ModelDefinitionError, UnknownKeyError
+
+__all__ = [
+    "FieldSpec",
+    "HasSessionId",
+    "ModelSpec",
+    "ModelT",
+    "SessionMeta",
+    "check_session_id",
+]
+
+MAX_KEY_LENGTH = 255
+MAX_SESSION_ID_LENGTH = 255
+
+
+class SessionMeta(BaseModel):
+    """Base class of metadata models: each field is one stored key.
+
+    Declare every field with a default, preferably ``X | None = None``, so a
+    session that lacks the key can still be read.
+    """
+
+    model_config = ConfigDict(
+        # Unknown keys are mistakes, not data to drop silently.
+        extra="forbid",
+        validate_assignment=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        # NaN and infinities cannot be compared, indexed or kept in JSON: refuse them.
+        allow_inf_nan=False,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
+
+
+ModelT = TypeVar("ModelT", bound=SessionMeta)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one model field is stored."""
+
+    name: str
+    key: str
+    adapter: TypeAdapter[Any]
+    # Values of this type may change when passed through JSON (Any, nested models):
+    # each write is read back and compared before it is stored.
+    verify_round_trip: bool
+
+
+def _mentions_loose_type(annotation: Any) -> bool:
+    if annotation is Any or annotation is object:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_mentions_loose_type(arg) for arg in typing.get_args(annotation))
+
+
+def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = typing.Annotated[(annotation, *info.metadata)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return TypeAdapter(annotation)
+    return TypeAdapter(annotation, config=SessionMeta.model_config)
+
+
+class ModelSpec(Generic[ModelT]):
+    """A metadata model checked for storage, with its fields indexed by key and name."""
+
+    def __init__(self, model: type[ModelT]) -> None:
+        if not (isinstance(model, type) and issubclass(model, SessionMeta)):
+            raise ModelDefinitionError(
+                f"{model!r} is not a subclass of sessionmeta.SessionMeta"
+            )
+        self.model = model
+        self.name = model.__name__
+        self.fields: dict[str, FieldSpec] = {}
+        self._by_any_name: dict[str, FieldSpec] = {}
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            if info.is_required():
+                raise ModelDefinitionError(
+                    f"{self.name}.{name} has no default: a session without the key "
+                    f"{key!r} could not be read; declare it as `{name}: T | None = None`"
+                )
+            if not key or len(key) > MAX_KEY_LENGTH:
+                raise ModelDefinitionError(
+                    f"{self.name}.{name} is stored under a key of {len(key)} characters; "
+                    f"keys must be 1 to {MAX_KEY_LENGTH} characters"
+                )
+            if "\x00" in key:
+                raise ModelDefinitionError(f"{self.name}.{name}: key {key!r} holds a NUL character")
+            spec = FieldSpec(
+                name=name,
+                key=key,
+                adapter=_field_adapter(info),
+                verify_round_trip=_mentions_loose_type(info.annotation),
+            )
+            self.fields[key] = spec
+            self._by_any_name[key] = spec
+            self._by_any_name.setdefault(name, spec)
+
+    def field(self, key_or_name: str, *, session_id: str | None = None) -> FieldSpec:
+        """The field stored under ``key_or_name``, or named so in Python."""
+        try:
+            return self._by_any_name[key_or_name]
+        except (KeyError, TypeError):
+            raise UnknownKeyError([str(key_or_name)], self.name, session_id) from None
+
+    def resolve_keys(
+        self, keys: Iterable[str] | None, *, session_id: str | None = None
+    ) -> list[str] | None:
+        """Storage keys for names or keys given by the caller; ``None`` stays "all keys"."""
+        if keys is None:
+            return None
+        if isinstance(keys, str):
+            keys = [keys]
+        resolved: list[str] = []
+        unknown: list[str] = []
+        for key in keys:
+            spec = self._by_any_name.get(key) if isinstance(key, str) else None
+            if spec is None:
+                unknown.append(str(key))
+            elif spec.key not in resolved:
+                resolved.append(spec.key)
+        if unknown:
+            raise UnknownKeyError(unknown, self.name, session_id)
+        return resolved
+
+    def validate_values(
+        self, values: ModelT | Mapping[str, Any], *, session_id: str | None = None
+    ) -> ModelT:
+        """Validate what a caller wants written; the result's set fields are what to write."""
+        if isinstance(values, BaseModel):
+            if not isinstance(values, self.model):
+                raise TypeError(
+                    f"expected a {self.name} or a mapping, got {type(values).__name__}"
+                )
+            given = {name: getattr(values, name) for name in values.model_fields_set}
+        elif isinstance(values, Mapping):
+            given = dict(values)
+            unknown = [str(key) for key in given if key not in self._by_any_name]
+            if unknown:
+                raise UnknownKeyError(unknown, self.name, session_id)
+        else:
+            raise TypeError(
+                f"expected a {self.name} or a mapping of keys to values, "
+                f"got {type(values).__name__}"
+            )
+        return self.model.model_validate(given)
+
+
+class HasSessionId(Protocol):
+    """Anything with a ``session_id``, such as an Agents SDK ``Session``."""
+
+    @property
+    def session_id(self) -> str: ...
+
+
+def check_session_id(session: str | HasSessionId) -> str:
+    """The session id of ``session``, if every supported database can store it."""
+    session_id = session if isinstance(session, str) else getattr(session, "session_id", None)
+    if not isinstance(session_id, str):
+        raise TypeError(
+            f"expected a session id string or an object with a session_id attribute, "
+            f"got {type(session).__name__}"
+        )
+    if not session_id:
+        raise InvalidSessionIdError("session id is empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise InvalidSessionIdError(
+            f"session id {session_id[:40]!r}... is {len(session_id)} characters long; "
+            f"at most {MAX_SESSION_ID_LENGTH} fit every supported database"
+        )
+    if "\x00" in session_id:
+        raise InvalidSessionIdError(f"session id {session_id!r} holds a NUL character")
+    try:
+        session_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSessionIdError(
+            f"session id {session_id!r} holds a lone surrogate, which is not valid text"
+        ) from None
+    return session_id

@@ -1,0 +1,136 @@
+"""The SQL tables: the Agents SDK's sessions table and the metadata table beside it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    TIMESTAMP,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
+
+from ._codec import SORT_KEY_LENGTH
+from ._model import MAX_KEY_LENGTH
+from .errors import TableNameError
+
+__all__ = ["Tables", "build_tables", "check_table_name"]
+
+# MySQL cannot index an unbounded string, and compares case- and accent-insensitively
+# unless told otherwise: give it bounded, binary-collated columns.
+MYSQL_SESSION_ID_LENGTH = 255
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+def check_table_name(name: str) -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise :class:`TableNameError`."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise TableNameError(
+            f"table name {name!r} is not a plain identifier "
+            "(a letter or underscore, then letters, digits or underscores, at most 48)"
+        )
+    return name
+
+
+def _mysql_variant(generic: TypeEngine[str], mysql_type: TypeEngine[str]) -> TypeEngine[str]:
+    return generic.with_variant(mysql_type, "mysql", "mariadb")
+
+
+def _session_id_type() -> TypeEngine[str]:
+    return _mysql_variant(
+        String(), mysql.VARCHAR(MYSQL_SESSION_ID_LENGTH, charset="utf8mb4", collation="utf8mb4_bin")
+    )
+
+
+def _timestamp(name: str) -> Column[object]:
+    return Column(
+        name,
+        TIMESTAMP(timezone=False),
+        server_default=text("CURRENT_TIMESTAMP"),
+        nullable=False,
+    )
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The SQLAlchemy description of the tables sessionmeta reads and writes."""
+
+    metadata: MetaData
+    sessions: Table
+    values: Table
+
+
+def build_tables(sessions_table: str, metadata_table: str) -> Tables:
+    """Describe the sessions table as the Agents SDK creates it, and the metadata table."""
+    check_table_name(sessions_table)
+    check_table_name(metadata_table)
+    metadata = MetaData()
+    sessions = Table(
+        sessions_table,
+        metadata,
+        Column("session_id", _session_id_type(), primary_key=True),
+        _timestamp("created_at"),
+        _timestamp("updated_at"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    values = Table(
+        metadata_table,
+        metadata,
+        Column("session_id", _session_id_type(), nullable=False),
+        Column(
+            "key",
+            _mysql_variant(
+                String(MAX_KEY_LENGTH),
+                mysql.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+            ),
+            nullable=False,
+        ),
+        Column(
+            "value",
+            _mysql_variant(Text(), mysql.LONGTEXT(charset="utf8mb4", collation="utf8mb4_bin")),
+            nullable=False,
+        ),
+        # Equality is served by this digest, so values of any size stay indexable.
+        Column(
+            "value_hash",
+            _mysql_variant(String(32), mysql.VARCHAR(32, charset="ascii", collation="ascii_bin")),
+            nullable=False,
+        ),
+        # Byte order on every backend, so ranges and ordering agree across databases.
+        Column(
+            "sort_key",
+            _mysql_variant(
+                String(SORT_KEY_LENGTH).with_variant(
+                    String(SORT_KEY_LENGTH, collation="C"), "postgresql"
+                ),
+                mysql.VARCHAR(SORT_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+            ),
+            nullable=True,
+        ),
+        _timestamp("created_at"),
+        _timestamp("updated_at"),
+        PrimaryKeyConstraint("session_id", "key", name=f"pk_{metadata_table}"),
+        ForeignKeyConstraint(
+            ["session_id"],
+            [sessions.c.session_id],
+            ondelete="CASCADE",
+            name=f"fk_{metadata_table}_session",
+        ),
+        Index(f"idx_{metadata_table}_key_hash", "key", "value_hash", "session_id"),
+        Index(f"idx_{metadata_table}_key_sort", "key", "sort_key", "session_id"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    return Tables(metadata, sessions, values)

@@ -1,0 +1,262 @@
+"""The store: typed metadata of many sessions, and the handle bound to one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Generic, Literal
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ._codec import EncodedValue, decode_rows, encode_model
+from ._driver import connect, driver_class
+from ._model import HasSessionId, ModelSpec, ModelT, check_session_id
+from ._schema import build_tables
+from ._statements import statements_for
+from .errors import DatabaseError
+
+__all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
+
+logger = logging.getLogger("sessionmeta")
+
+OnInvalid = Literal["raise", "default"]
+
+
+class MetadataStore(Generic[ModelT]):
+    """Typed metadata for the sessions of one database, one row per key.
+
+    ``model`` is the application's :class:`~sessionmeta.SessionMeta` subclass;
+    ``engine`` an async SQLAlchemy engine on SQLite (aiosqlite), PostgreSQL
+    (asyncpg) or MySQL/MariaDB (aiomysql). With ``create_tables=True`` the
+    sessions table (when missing) and the metadata table are created on first
+    use; an existing sessions table is never altered. ``on_invalid="default"``
+    reads a stored value that no longer validates as the field's default, with
+    a warning, instead of raising :class:`~sessionmeta.StoredValueError`.
+    """
+
+    def __init__(
+        self,
+        model: type[ModelT],
+        engine: AsyncEngine,
+        *,
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        metadata_table: str = "agent_sessions_metadata",
+        on_invalid: OnInvalid = "raise",
+    ) -> None:
+        if on_invalid not in ("raise", "default"):
+            raise ValueError(f"on_invalid must be 'raise' or 'default', not {on_invalid!r}")
+        self.model = model
+        self.spec = ModelSpec(model)
+        self.engine = engine
+        self.on_invalid: OnInvalid = on_invalid
+        self.tables = build_tables(sessions_table, metadata_table)
+        self.statements = statements_for(engine.dialect, self.tables)
+        self._driver = driver_class(engine)
+        self._tables_pending = create_tables
+        self._tables_lock = asyncio.Lock()
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(
+        cls,
+        model: type[ModelT],
+        url: str,
+        *,
+        engine_kwargs: Mapping[str, Any] | None = None,
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        metadata_table: str = "agent_sessions_metadata",
+        on_invalid: OnInvalid = "raise",
+    ) -> MetadataStore[ModelT]:
+        """A store on a new engine for ``url``, disposed of by :meth:`close`."""
+        try:
+            engine = create_async_engine(url, **dict(engine_kwargs or {}))
+        except Exception as exc:
+            raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+        store = cls(
+            model,
+            engine,
+            create_tables=create_tables,
+            sessions_table=sessions_table,
+            metadata_table=metadata_table,
+            on_invalid=on_invalid,
+        )
+        store._owns_engine = True
+        return store
+
+    @property
+    def sql_metadata(self) -> MetaData:
+        """The SQLAlchemy ``MetaData`` of the tables, e.g. as Alembic's ``target_metadata``."""
+        return self.tables.metadata
+
+    async def create_tables(self) -> None:
+        """Create the sessions table (when missing) and the metadata table, with indexes."""
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(self.tables.metadata.create_all)
+        except Exception as exc:
+            raise DatabaseError(f"cannot create the tables: {exc}") from exc
+        self._tables_pending = False
+
+    async def _ensure_tables(self) -> None:
+        if not self._tables_pending:
+            return
+        async with self._tables_lock:
+            if self._tables_pending:
+                await self.create_tables()
+
+    async def close(self) -> None:
+        """Dispose of the engine if this store created it (:meth:`from_url`)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> MetadataStore[ModelT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def bind(self, session: str | HasSessionId) -> BoundMetadata[ModelT]:
+        """The metadata of one session, given its id or an object with ``session_id``."""
+        return BoundMetadata(self, check_session_id(session))
+
+    async def find_sessions_by_metadata(
+        self, key: str, value: Any, *, limit: int = 100
+    ) -> list[str]:
+        """Ids of sessions whose stored ``key`` equals ``value``, in id order, at most ``limit``.
+
+        ``value`` is validated and encoded through the field's type first, so it
+        matches exactly what :meth:`BoundMetadata.set_metadata` stored.
+        """
+        _check_limit(limit)
+        field = self.spec.field(key)
+        (row,) = encode_model(self.spec, self.spec.validate_values({field.key: value}))
+        await self._ensure_tables()
+        statement = self.statements.find_equal()
+        args = statement.args({"key": row.key, "value_hash": row.value_hash, "limit": limit})
+        async with connect(self.engine, self._driver) as db:
+            rows = await db.fetch(statement, args)
+            await db.end_read()
+        return [session_id for (session_id,) in rows]
+
+    async def _write(self, session_id: str, rows: list[EncodedValue]) -> None:
+        await self._ensure_tables()
+        statements = self.statements
+        upsert = statements.upsert(len(rows))
+        args = upsert.args(statements.spelling.upsert_params(session_id, rows))
+        async with connect(self.engine, self._driver, session_id=session_id) as db:
+            if statements.upsert_creates_session:
+                await db.execute(upsert, args)
+                return
+            # Most writes go to a session that exists: try the one statement first.
+            try:
+                await db.execute(upsert, args)
+                await db.end_write()
+                return
+            except Exception as exc:
+                if not db.is_foreign_key_violation(exc):
+                    raise
+                await db.rollback()
+            await db.begin()
+            insert_session = statements.insert_session()
+            await db.execute(insert_session, insert_session.args({"session_id": session_id}))
+            await db.execute(upsert, args)
+            await db.commit()
+
+    async def _read(self, session_id: str, keys: list[str] | None) -> ModelT:
+        await self._ensure_tables()
+        statement = self.statements.select_values(None if keys is None else len(keys))
+        params: dict[str, Any] = {"session_id": session_id}
+        if keys is not None:
+            params.update(self.statements.spelling.key_params(keys))
+        async with connect(self.engine, self._driver, session_id=session_id) as db:
+            rows = await db.fetch(statement, statement.args(params))
+            await db.end_read()
+        invalid: list[str] = []
+        result = decode_rows(
+            self.spec,
+            session_id,
+            [(key, value) for key, value in rows],
+            on_invalid=self.on_invalid,
+            invalid_keys=invalid,
+        )
+        for key in invalid:
+            logger.warning(
+                "session %r, key %r: stored value does not fit %s; read as the default",
+                session_id,
+                key,
+                self.spec.name,
+            )
+        return result
+
+    async def _delete(self, session_id: str, keys: list[str] | None) -> None:
+        await self._ensure_tables()
+        statement = self.statements.delete_values(None if keys is None else len(keys))
+        params: dict[str, Any] = {"session_id": session_id}
+        if keys is not None:
+            params.update(self.statements.spelling.key_params(keys))
+        async with connect(self.engine, self._driver, session_id=session_id) as db:
+            await db.execute(statement, statement.args(params))
+            await db.end_write()
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+
+
+class BoundMetadata(Generic[ModelT]):
+    """The metadata of one session: the proposal's calls, typed by the model."""
+
+    def __init__(self, store: MetadataStore[ModelT], session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+
+    def __repr__(self) -> str:
+        return f"BoundMetadata({self.store.spec.name}, session_id={self.session_id!r})"
+
+    async def set_metadata(self, values: ModelT | Mapping[str, Any]) -> None:
+        """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
+
+        Everything is validated before any I/O: a bad value raises
+        :class:`pydantic.ValidationError` naming every bad field, an unknown key
+        :class:`~sessionmeta.UnknownKeyError`, and then nothing is written. The
+        session row is created when missing; other keys are left as they are.
+        """
+        spec = self.store.spec
+        rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
+        if rows:
+            await self.store._write(self.session_id, rows)
+
+    async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
+        """The stored metadata as the model; missing keys read as their defaults.
+
+        The result's ``model_fields_set`` is exactly the stored keys among those
+        asked for. ``keys`` (names or storage keys) narrows what is read.
+        """
+        resolved = self.store.spec.resolve_keys(keys, session_id=self.session_id)
+        if resolved == []:
+            return self.store.model()
+        return await self.store._read(self.session_id, resolved)
+
+    async def delete_metadata(self, keys: Iterable[str] | None = None) -> None:
+        """Delete the named keys, or every key of the session when ``keys`` is ``None``."""
+        resolved = self.store.spec.resolve_keys(keys, session_id=self.session_id)
+        if resolved == []:
+            return
+        await self.store._delete(self.session_id, resolved)
+
+    async def find_sessions_by_metadata(
+        self, key: str, value: Any, *, limit: int = 100
+    ) -> list[str]:
+        """The store's :meth:`MetadataStore.find_sessions_by_metadata`, for convenience."""
+        return await self.store.find_sessions_by_metadata(key, value, limit=limit)

@@ -1,0 +1,87 @@
+"""The exceptions raised by sessionmeta, all rooted at :class:`SessionMetaError`.
+
+Invalid values on write are reported as :class:`pydantic.ValidationError`, the
+error every Pydantic user already handles; everything else is one of these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "DatabaseError",
+    "InvalidSessionIdError",
+    "ModelDefinitionError",
+    "SessionMetaError",
+    "SessionNotInScopeError",
+    "StoredValueError",
+    "TableNameError",
+    "UnknownKeyError",
+    "UnsupportedDialectError",
+]
+
+
+class SessionMetaError(Exception):
+    """Base class of every error raised by sessionmeta."""
+
+
+class ModelDefinitionError(SessionMetaError, TypeError):
+    """A metadata model cannot be stored: a field lacks a default or its key is too long."""
+
+
+class TableNameError(SessionMetaError, ValueError):
+    """A table name is not a plain SQL identifier."""
+
+
+class UnsupportedDialectError(SessionMetaError):
+    """The engine's database or driver is not one sessionmeta supports."""
+
+
+class InvalidSessionIdError(SessionMetaError, ValueError):
+    """A session id is empty, too long, or holds a character the databases cannot store."""
+
+
+class UnknownKeyError(SessionMetaError, KeyError):
+    """A key is not declared by the metadata model."""
+
+    def __init__(self, keys: list[str], model_name: str, session_id: str | None = None) -> None:
+        self.keys = keys
+        self.model_name = model_name
+        self.session_id = session_id
+        where = f" (session {session_id!r})" if session_id is not None else ""
+        names = ", ".join(repr(key) for key in keys)
+        super().__init__(f"{model_name} declares no key {names}{where}")
+
+    def __str__(self) -> str:
+        # KeyError would print the repr of the message; show it plainly.
+        return str(self.args[0])
+
+
+class StoredValueError(SessionMetaError, ValueError):
+    """A stored value no longer validates against the model."""
+
+    def __init__(self, session_id: str, key: str, stored_text: str, reason: str) -> None:
+        self.session_id = session_id
+        self.key = key
+        self.stored_text = stored_text
+        self.reason = reason
+        shown = stored_text if len(stored_text) <= 200 else stored_text[:200] + "..."
+        super().__init__(
+            f"session {session_id!r}, key {key!r}: stored value {shown!r} "
+            f"does not fit the model: {reason}"
+        )
+
+
+class SessionNotInScopeError(SessionMetaError, PermissionError):
+    """A scoped store was asked for a session that belongs to another scope."""
+
+
+class ConflictError(SessionMetaError):
+    """A session changed between the read that produced a version and the write that expected it."""
+
+
+class DatabaseError(SessionMetaError):
+    """The database refused or failed an operation; the driver's error is the ``__cause__``."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        self.session_id = session_id
+        super().__init__(message)
