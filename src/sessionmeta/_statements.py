@@ -179,8 +179,11 @@ class _SQLite(_Dialect):
 
 class _MySQL(_Dialect):
     def insert_session(self) -> Executable:
-        return mysql.insert(self.tables.sessions).prefix_with("IGNORE").values(
-            session_id=bindparam("session_id")
+        # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
+        sessions = self.tables.sessions
+        insert = mysql.insert(sessions).values(session_id=bindparam("session_id"))
+        return insert.on_duplicate_key_update(  # type: ignore[attr-defined,no-any-return]
+            session_id=sessions.c.session_id
         )
 
     def upsert(self, count: int) -> Executable:
