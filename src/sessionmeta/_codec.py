@@ -25,7 +25,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from ._model import ModelSpec, ModelT
 from .errors import StoredValueError
 
-__all__ = ["EncodedValue", "decode_rows", "encode_model", "encode_value", "sort_key"]
+__all__ = [
+    "EncodedValue",
+    "decode_rows",
+    "encode_model",
+    "encode_value",
+    "item_hashes",
+    "json_text",
+    "sort_key",
+]
 
 SORT_KEY_LENGTH = 200
 _EXPONENT_BIAS = 50_000
@@ -39,6 +47,21 @@ class EncodedValue:
     value: str
     value_hash: str
     sort_key: str | None
+    # For list and set fields: the hashes of the distinct elements, which serve
+    # ``contains`` through the items table; ``None`` for other fields.
+    items: tuple[str, ...] | None = None
+
+
+def json_text(json_value: Any) -> str:
+    """The canonical JSON text of a JSON-ready value: what is stored and hashed."""
+    return json.dumps(json_value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def item_hashes(json_value: Any) -> tuple[str, ...]:
+    """The hashes of the distinct elements of a JSON array (none for ``null``)."""
+    if not isinstance(json_value, list):
+        return ()
+    return tuple(sorted({value_hash(json_text(element)) for element in json_value}))
 
 
 def value_hash(text: str) -> str:
@@ -105,7 +128,7 @@ def _unstorable(key: str, value: Any, reason: str) -> InitErrorDetails:
 def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any) -> EncodedValue | InitErrorDetails:
     """Encode one validated value, or describe why it cannot be stored unchanged."""
     try:
-        text = json.dumps(json_value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json_text(json_value)
         text.encode("utf-8")
     except ValueError as exc:
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
@@ -120,7 +143,8 @@ def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: 
             return _unstorable(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
             )
-    return EncodedValue(key, text, value_hash(text), sort_key(python_value))
+    items = item_hashes(json_value) if field.kind == "collection" else None
+    return EncodedValue(key, text, value_hash(text), sort_key(python_value), items)
 
 
 def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValue]:

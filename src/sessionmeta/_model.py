@@ -10,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from ._fieldtypes import FieldKind, field_kind
 from .errors import InvalidSessionIdError, ModelDefinitionError, UnknownKeyError
 
 __all__ = [
@@ -58,6 +59,8 @@ class FieldSpec:
     # Values of this type may change when passed through JSON (Any, nested models):
     # each write is read back and compared before it is stored.
     verify_round_trip: bool
+    # What queries may do with the field: ranges, ordering, ``contains``.
+    kind: FieldKind = "other"
 
 
 def _mentions_loose_type(annotation: Any) -> bool:
@@ -108,6 +111,7 @@ class ModelSpec(Generic[ModelT]):
                 key=key,
                 adapter=_field_adapter(info),
                 verify_round_trip=_mentions_loose_type(info.annotation),
+                kind=field_kind(info.annotation),
             )
             self.fields[key] = spec
             self._by_any_name[key] = spec
