@@ -127,7 +127,12 @@ async def test_ranges_on_numbers_dates_and_instants(meta_store: MetadataStore[Me
     store = meta_store
     assert await find(store, field("score") > 0) == ["big", "small"]
     assert await find(store, field("score") >= -1.5, field("score") < 1) == ["neg", "small", "zero"]
-    assert await find(store, field("score") > -2, order_by="score") == ["neg", "zero", "small", "big"]
+    assert await find(store, field("score") > -2, order_by="score") == [
+        "neg",
+        "zero",
+        "small",
+        "big",
+    ]
     assert await find(store, field("amount") > Decimal("9.990")) == ["big"]
     assert await find(store, field("amount") >= 9.99) == ["big", "small"]
     assert await find(store, field("day") >= dt.date(2000, 1, 1), order_by="-day") == [
@@ -240,7 +245,9 @@ async def test_pages_neither_repeat_nor_skip_while_others_are_written(
     cursor = None
     pages = 0
     while True:
-        page = await store.find_sessions({"owner_id": "u"}, order_by=order_by, limit=4, cursor=cursor)
+        page = await store.find_sessions(
+            {"owner_id": "u"}, order_by=order_by, limit=4, cursor=cursor
+        )
         seen.extend(page)
         pages += 1
         # Between pages, new sessions sort before and after the cursor, and others change.
@@ -268,6 +275,7 @@ async def test_list_sessions_returns_typed_metadata_in_pages(
     first = await store.list_sessions({"owner_id": "u1"}, order_by="-priority", limit=2)
     assert [(item.session_id, item.metadata.priority) for item in first] == [("s5", 5), ("s3", 3)]
     session_id, metadata = first[0]
+    assert session_id == "s5"
     assert metadata == Meta(owner_id="u1", priority=5, tags=["5"])
     assert metadata.model_fields_set == {"owner_id", "priority", "tags"}
     second = await store.list_sessions(

@@ -61,9 +61,10 @@ _CACHE_SIZE = 512
 class _Builder:
     """Builds the SQL of one plan; fresh aliases per condition."""
 
-    def __init__(self, tables: Tables, arrays: bool) -> None:
+    def __init__(self, tables: Tables, arrays: bool, dialect_name: str = "") -> None:
         self.tables = tables
         self.arrays = arrays
+        self.dialect_name = dialect_name
         self.count = 0
 
     def _next(self) -> int:
@@ -161,6 +162,12 @@ class _Builder:
                     )
                 )
         keys = [session_id] if sort is None else [sort, session_id]
+        if sort is None and self._hide_id_order(plan):
+            # SQLite's statistics are per key, not per value: for a rare key it would
+            # walk the primary key in id order rather than search the key's index.
+            # A unary plus keeps that ordering off the primary key (SQLite's own idiom).
+            table = session_id.table.name
+            keys = [literal_column(f"+{table}.session_id")]
         columns = [session_id.label("session_id")]
         if sort is not None:
             columns.append(sort.label("sort_value"))
@@ -170,6 +177,15 @@ class _Builder:
             .where(*where)
             .order_by(*(key.desc() if order.descending else key.asc() for key in keys))
             .limit(bindparam("limit"))
+        )
+
+
+    def _hide_id_order(self, plan: Plan) -> bool:
+        # Equality's index already yields ids in order; other drivers' do not.
+        return (
+            self.dialect_name == "sqlite"
+            and plan.driver is not None
+            and plan.driver.kind != "eq"
         )
 
 
@@ -194,23 +210,26 @@ class QuerySQL:
             self._cache.move_to_end(cache_key)
         return compiled
 
+    def _builder(self) -> _Builder:
+        return _Builder(self.tables, self.arrays, self.dialect.name)
+
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
         return self._compiled(
-            ("ids", plan.shape()), lambda: _Builder(self.tables, self.arrays).page(plan)
+            ("ids", plan.shape()), lambda: self._builder().page(plan)
         )
 
     def count(self, plan: Plan) -> CompiledStatement:
         return self._compiled(
             ("count", plan.shape()),
-            lambda: _Builder(self.tables, self.arrays).page(plan, count=True),
+            lambda: self._builder().page(plan, count=True),
         )
 
     def listing(self, plan: Plan) -> CompiledStatement:
         """One page of sessions with every stored (key, value) row, in page order."""
 
         def build() -> Any:
-            page = _Builder(self.tables, self.arrays).page(plan).subquery("page")
+            page = self._builder().page(plan).subquery("page")
             values = self.tables.values.alias("v")
             sort = page.c.sort_value if "sort_value" in page.c else None
             keys = [page.c.session_id] if sort is None else [sort, page.c.session_id]
