@@ -1,4 +1,4 @@
-"""Typed, validated session metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
+"""Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
 from ._filters import (
     AllOf,
