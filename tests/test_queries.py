@@ -176,6 +176,15 @@ async def test_contains_follows_rewrites_and_deletes(meta_store: MetadataStore[M
     assert await store.bind("s").get_metadata() == Meta()
 
 
+async def test_contains_on_a_long_list(meta_store: MetadataStore[Meta]) -> None:
+    await meta_store.bind("long").set_metadata({"codes": set(range(12_000))})
+    await meta_store.bind("short").set_metadata({"codes": {5}})
+    assert await find(meta_store, field("codes").contains(11_999)) == ["long"]
+    assert await find(meta_store, field("codes").contains(5)) == ["long", "short"]
+    await meta_store.bind("long").set_metadata({"codes": {1}})
+    assert await find(meta_store, field("codes").contains(5)) == ["short"]
+
+
 async def test_a_one_megabyte_string_is_stored_read_and_found(
     meta_store: MetadataStore[Meta],
 ) -> None:

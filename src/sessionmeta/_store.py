@@ -30,6 +30,7 @@ __all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
 logger = logging.getLogger("sessionmeta")
 
 OnInvalid = Literal["raise", "default"]
+ITEMS_PER_STATEMENT = 500
 
 
 class MetadataStore(Generic[ModelT]):
@@ -250,15 +251,20 @@ class MetadataStore(Generic[ModelT]):
         params: dict[str, Any] = {"session_id": session_id}
         params.update({f"key{index}": row.key for index, row in enumerate(collections)})
         items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
-        for index, (key, value_hash, item) in enumerate(items):
-            params.update({f"ik{index}": key, f"ivh{index}": value_hash, f"ih{index}": item})
         await db.begin()
         await db.execute(insert_session, insert_session.args(params))
         await db.execute(upsert, upsert_args)
         await db.execute(delete_items, delete_items.args(params))
-        if items:
-            insert_items = statements.insert_items(len(items))
-            await db.execute(insert_items, insert_items.args(params))
+        # In chunks: SQLite takes at most 32,766 parameters per statement.
+        for start in range(0, len(items), ITEMS_PER_STATEMENT):
+            chunk = items[start : start + ITEMS_PER_STATEMENT]
+            insert_items = statements.insert_items(len(chunk))
+            chunk_params: dict[str, Any] = {"session_id": session_id}
+            for index, (key, value_hash, item) in enumerate(chunk):
+                chunk_params[f"ik{index}"] = key
+                chunk_params[f"ivh{index}"] = value_hash
+                chunk_params[f"ih{index}"] = item
+            await db.execute(insert_items, insert_items.args(chunk_params))
         await db.commit()
 
     async def _rows(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
