@@ -152,6 +152,21 @@ EXPECTED_COUNTS = {
 }
 NEGATIVE = {"ne", "not_in", "missing"}
 INDEXED_TABLES = ("agent_sessions_metadata", "agent_sessions_metadata_items")
+KEY_HASH = "idx_agent_sessions_metadata_key_hash"
+KEY_SORT = "idx_agent_sessions_metadata_key_sort"
+ITEMS = "ix_agent_sessions_metadata_items"
+# The index a positive condition must be answered from (not, say, a walk of the
+# primary key in id order that filters each row).
+EXPECTED_INDEX: dict[str, tuple[str, ...]] = {
+    "eq": (KEY_HASH,),
+    "in": (KEY_HASH,),
+    "gt": (KEY_SORT,),
+    "ge": (KEY_SORT,),
+    "lt": (KEY_SORT,),
+    "le": (KEY_SORT,),
+    "contains": (ITEMS,),
+    "exists": (KEY_HASH, KEY_SORT),
+}
 
 
 async def explain(engine: AsyncEngine, sql: str, args: Sequence[Any]) -> Any:
@@ -213,6 +228,28 @@ def mysql_problems(rows: list[dict[str, Any]], negative: bool) -> list[str]:
     return problems
 
 
+def indexes_used(engine: AsyncEngine, plan: Any) -> set[str]:
+    name = engine.dialect.name
+    if name == "postgresql":
+        found: set[str] = set()
+
+        def walk(node: dict[str, Any]) -> None:
+            if "Index Name" in node:
+                found.add(node["Index Name"])
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(plan)
+        return found
+    if name == "sqlite":
+        return {
+            match.group(1)
+            for detail in plan
+            if (match := re.search(r"USING (?:COVERING )?INDEX (\w+)", detail))
+        }
+    return {str(row["key"]) for row in plan if row["key"]}
+
+
 def problems_of(engine: AsyncEngine, plan: Any, negative: bool) -> list[str]:
     name = engine.dialect.name
     if name == "postgresql":
@@ -242,6 +279,10 @@ async def test_every_single_field_filter_is_served_by_an_index(engine: AsyncEngi
             args = statement.args({**plan.params, "limit": 51})
             explained = await explain(engine, statement.sql, args)
             problems = problems_of(engine, explained, op in NEGATIVE)
+            if op in EXPECTED_INDEX and not set(EXPECTED_INDEX[op]) & indexes_used(
+                engine, explained
+            ):
+                problems.append(f"none of {EXPECTED_INDEX[op]} is used")
             if problems:
                 failures[f"{op} {kind}"] = (problems, explained)
     assert not failures, json.dumps(failures, indent=1, default=str)[:20_000]

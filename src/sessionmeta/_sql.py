@@ -61,10 +61,9 @@ _CACHE_SIZE = 512
 class _Builder:
     """Builds the SQL of one plan; fresh aliases per condition."""
 
-    def __init__(self, tables: Tables, arrays: bool, dialect_name: str = "") -> None:
+    def __init__(self, tables: Tables, arrays: bool) -> None:
         self.tables = tables
         self.arrays = arrays
-        self.dialect_name = dialect_name
         self.count = 0
 
     def _next(self) -> int:
@@ -162,12 +161,13 @@ class _Builder:
                     )
                 )
         keys = [session_id] if sort is None else [sort, session_id]
-        if sort is None and self._hide_id_order(plan):
-            # SQLite's statistics are per key, not per value: for a rare key it would
-            # walk the primary key in id order rather than search the key's index.
-            # A unary plus keeps that ordering off the primary key (SQLite's own idiom).
-            table = session_id.table.name
-            keys = [literal_column(f"+{table}.session_id")]
+        if sort is None and plan.driver is not None and plan.driver.kind != "eq":
+            # Only equality's index yields ids in order. For other drivers, ordering by
+            # the bare column lets the planner walk the primary key in id order and
+            # filter, which its statistics (shared by every key) often misjudge; as an
+            # expression it cannot, so the filter's own index is used and the matches
+            # sorted: a cost that follows the number of matches, not the table's size.
+            keys = [session_id.concat(literal_column("''"))]
         columns = [session_id.label("session_id")]
         if sort is not None:
             columns.append(sort.label("sort_value"))
@@ -177,15 +177,6 @@ class _Builder:
             .where(*where)
             .order_by(*(key.desc() if order.descending else key.asc() for key in keys))
             .limit(bindparam("limit"))
-        )
-
-
-    def _hide_id_order(self, plan: Plan) -> bool:
-        # Equality's index already yields ids in order; other drivers' do not.
-        return (
-            self.dialect_name == "sqlite"
-            and plan.driver is not None
-            and plan.driver.kind != "eq"
         )
 
 
@@ -211,7 +202,7 @@ class QuerySQL:
         return compiled
 
     def _builder(self) -> _Builder:
-        return _Builder(self.tables, self.arrays, self.dialect.name)
+        return _Builder(self.tables, self.arrays)
 
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
