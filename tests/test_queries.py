@@ -176,6 +176,26 @@ async def test_contains_follows_rewrites_and_deletes(meta_store: MetadataStore[M
     assert await store.bind("s").get_metadata() == Meta()
 
 
+class Labels(SessionMeta):
+    labels: set[str] | None = None
+
+
+async def test_equal_sets_are_found_whatever_their_iteration_order(engine: AsyncEngine) -> None:
+    store = MetadataStore(Labels, engine, create_tables=True)
+    # A set that grew and shrank iterates in another order than a fresh one.
+    grown = {f"label {index}" for index in range(200)}
+    for index in range(3, 200):
+        grown.discard(f"label {index}")
+    fresh = {"label 2", "label 0", "label 1"}
+    await store.bind("s").set_metadata({"labels": grown})
+    assert await store.find_sessions(field("labels") == fresh) == ["s"]
+    assert await store.find_sessions(field("labels").is_in([fresh])) == ["s"]
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT value FROM agent_sessions_metadata"))
+        stored = rows.scalar()
+    assert stored == '["label 0","label 1","label 2"]'
+
+
 async def test_contains_on_a_long_list(meta_store: MetadataStore[Meta]) -> None:
     await meta_store.bind("long").set_metadata({"codes": set(range(12_000))})
     await meta_store.bind("short").set_metadata({"codes": {5}})

@@ -131,6 +131,10 @@ def encode_value(
     spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any
 ) -> EncodedValue | InitErrorDetails:
     """Encode one validated value, or describe why it cannot be stored unchanged."""
+    if isinstance(python_value, (set, frozenset)) and isinstance(json_value, list):
+        # A set's iteration order varies between processes (string hashing is
+        # salted): sort it, so equal sets store equal text and equal hashes.
+        json_value = sorted(json_value, key=json_text)
     try:
         text = json_text(json_value)
         text.encode("utf-8")
