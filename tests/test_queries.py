@@ -260,8 +260,13 @@ async def test_order_by_session_columns_and_metadata(
 @pytest.mark.parametrize(
     "order_by", ["session_id", "-session_id", "created_at", "-created_at", "priority", "-priority"]
 )
+@pytest.mark.parametrize(
+    "where",
+    [{"owner_id": "u"}, field("priority") >= 0],
+    ids=["equality", "range"],
+)
 async def test_pages_neither_repeat_nor_skip_while_others_are_written(
-    meta_store: MetadataStore[Meta], engine: AsyncEngine, order_by: str
+    meta_store: MetadataStore[Meta], engine: AsyncEngine, order_by: str, where: Any
 ) -> None:
     store = meta_store
     base = dt.datetime(2024, 3, 1, 12, 0, 0)
@@ -274,9 +279,7 @@ async def test_pages_neither_repeat_nor_skip_while_others_are_written(
     cursor = None
     pages = 0
     while True:
-        page = await store.find_sessions(
-            {"owner_id": "u"}, order_by=order_by, limit=4, cursor=cursor
-        )
+        page = await store.find_sessions(where, order_by=order_by, limit=4, cursor=cursor)
         seen.extend(page)
         pages += 1
         # Between pages, new sessions sort before and after the cursor, and others change.
@@ -289,6 +292,8 @@ async def test_pages_neither_repeat_nor_skip_while_others_are_written(
     found = [session_id for session_id in seen if session_id in originals]
     assert sorted(found) == originals
     assert len(seen) == len(set(seen))
+    if order_by.lstrip("-") == "session_id":
+        assert found == sorted(originals, reverse=order_by.startswith("-"))
 
 
 async def test_list_sessions_returns_typed_metadata_in_pages(
