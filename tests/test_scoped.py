@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -150,3 +151,26 @@ async def test_bind_reads_writes_and_claims_within_the_scope(
     assert "empty" in await view.find_sessions()
     with pytest.raises(SessionNotInScopeError):
         await tenants.scoped(owner_id="u2").bind("empty").get_metadata()
+
+
+async def test_two_tenants_racing_for_a_new_session_cannot_share_it(
+    tenants: MetadataStore[Meta],
+) -> None:
+    for attempt in range(5):
+        session_id = f"contested-{attempt}"
+
+        async def claim(tenant: str) -> str:
+            try:
+                await tenants.scoped(owner_id=tenant).bind(session_id).set_metadata(
+                    {"title": f"secret of {tenant}"}
+                )
+            except SessionNotInScopeError:
+                return "refused"
+            return tenant
+
+        outcomes = await asyncio.gather(claim("u1"), claim("u2"))
+        stored = await tenants.bind(session_id).get_metadata()
+        winners = [outcome for outcome in outcomes if outcome != "refused"]
+        # Whoever owns it wrote the only title it holds; the other was refused.
+        assert winners == [stored.owner_id], (outcomes, stored)
+        assert stored.title == f"secret of {stored.owner_id}"

@@ -6,9 +6,9 @@ and refuses a session whose scope keys hold other values. A session with no
 metadata at all is free: writing to it through the view claims it by storing
 the scope's values with the write.
 
-Known limit: two views of different tenants that write the same brand-new
-session id at the same moment can both see it free; ids should be unguessable
-(uuid4), as the Agents SDK's are.
+Claiming is race-free: the scope's values are first inserted only where the
+session lacks them, then read back; of two tenants writing the same new id at
+once, one claims it and the other is refused.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class ScopedStore(Generic[ModelT]):
         rows = encode_model(spec, validated)
         self.store = store
         self.spec = spec
+        self.scope_rows = rows
         # Storage key -> stored JSON text: what an in-scope session holds.
         self.scope_texts: dict[str, str] = {row.key: row.value for row in rows}
         self.scope: dict[str, Any] = {
@@ -156,14 +157,15 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
                     f"would move it out of scope {self.view.scope!r}"
                 )
         rows = encode_model(spec, validated)
-        await self._checked_rows()
+        state, _ = await self._checked_rows()
+        if state == "free":
+            # Claim first, with inserts that never overwrite: of two views racing for
+            # the same new id, one claims it and the other is refused below.
+            await self.store._claim(self.session_id, self.view.scope_rows)
+            await self._checked_rows()
         written = {row.key for row in rows}
-        claim = {k: v for k, v in self.view.scope.items() if k not in written}
-        if claim:
-            rows = sorted(
-                rows + encode_model(spec, spec.validate_values(claim)), key=lambda row: row.key
-            )
-        await self.store._write(self.session_id, rows)
+        missing = [row for row in self.view.scope_rows if row.key not in written]
+        await self.store._write(self.session_id, sorted(rows + missing, key=lambda row: row.key))
 
     async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
         """The stored metadata, if the session is in scope (defaults if it has none)."""

@@ -74,7 +74,14 @@ class _Dialect:
     def upsert(self, count: int) -> Executable:
         raise NotImplementedError
 
+    def claim(self, count: int) -> Executable:
+        """Insert values whose keys the session lacks; keep stored ones (a scope's claim)."""
+        raise NotImplementedError
+
     def upsert_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
+        return self.row_params(session_id, rows)
+
+    def row_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
         params: dict[str, Any] = {"session_id": session_id}
         for index, row in enumerate(rows):
             params[f"s{index}"] = session_id
@@ -169,6 +176,13 @@ class _PostgreSQL(_Dialect):
             },
         ).add_cte(new_session, *self._item_ctes())
 
+    def claim(self, count: int) -> Executable:
+        insert = postgresql.insert(self.tables.values).values(self._rows(count))
+        new_session = self.insert_session().cte("new_session")  # type: ignore[attr-defined]
+        return insert.on_conflict_do_nothing(index_elements=["session_id", "key"]).add_cte(
+            new_session
+        )
+
     def _item_ctes(self) -> list[Any]:
         """Keep the items table in step within the same statement.
 
@@ -241,6 +255,11 @@ class _SQLite(_Dialect):
         )
 
 
+    def claim(self, count: int) -> Executable:
+        insert = sqlite.insert(self.tables.values).values(self._rows(count))
+        return insert.on_conflict_do_nothing(index_elements=["session_id", "key"])
+
+
 class _MySQL(_Dialect):
     def insert_session(self) -> Executable:
         # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
@@ -255,6 +274,14 @@ class _MySQL(_Dialect):
             value_hash=insert.inserted.value_hash,  # type: ignore[attr-defined]
             sort_key=insert.inserted.sort_key,  # type: ignore[attr-defined]
             updated_at=func.current_timestamp(),
+        )
+
+
+    def claim(self, count: int) -> Executable:
+        values = self.tables.values
+        insert = mysql.insert(values).values(self._rows(count))
+        return insert.on_duplicate_key_update(
+            session_id=values.c.session_id
         )
 
 
@@ -292,6 +319,9 @@ class Statements:
         # PostgreSQL's statement takes arrays: one shape for any count.
         shape = 0 if self.spelling.upsert_creates_session else count
         return self._compiled("upsert", shape, lambda: self.spelling.upsert(count))
+
+    def claim(self, count: int) -> CompiledStatement:
+        return self._compiled("claim", count, lambda: self.spelling.claim(count))
 
     def delete_items(self, key_count: int) -> CompiledStatement:
         """Where the upsert does not keep items in step: drop the items of rewritten keys."""

@@ -236,6 +236,22 @@ class MetadataStore(Generic[ModelT]):
             await db.execute(upsert, args)
             await db.commit()
 
+    async def _claim(self, session_id: str, rows: list[EncodedValue]) -> None:
+        """Store ``rows`` for the keys the session lacks, leaving stored keys alone."""
+        await self._ensure_tables()
+        statements = self.statements
+        claim = statements.claim(len(rows))
+        args = claim.args(statements.spelling.row_params(session_id, rows))
+        async with connect(self.engine, self._driver, session_id=session_id) as db:
+            if statements.upsert_creates_session:
+                await db.execute(claim, args)
+                return
+            insert_session = statements.insert_session()
+            await db.begin()
+            await db.execute(insert_session, insert_session.args({"session_id": session_id}))
+            await db.execute(claim, args)
+            await db.commit()
+
     async def _write_with_items(
         self,
         db: Driver,
