@@ -159,7 +159,7 @@ async def test_two_tenants_racing_for_a_new_session_cannot_share_it(
     for attempt in range(5):
         session_id = f"contested-{attempt}"
 
-        async def claim(tenant: str) -> str:
+        async def claim(tenant: str, session_id: str = session_id) -> str:
             try:
                 await tenants.scoped(owner_id=tenant).bind(session_id).set_metadata(
                     {"title": f"secret of {tenant}"}
