@@ -65,6 +65,10 @@ class Driver:
     def is_disconnect(self, exc: BaseException) -> bool:
         raise NotImplementedError
 
+    def is_deadlock(self, exc: BaseException) -> bool:
+        """The database chose this transaction as a deadlock victim and rolled it back."""
+        return False
+
 
 class _Asyncpg(Driver):
     def __init__(self, connection: Any) -> None:
@@ -183,6 +187,9 @@ class _MySQL(Driver):
 
     def is_foreign_key_violation(self, exc: BaseException) -> bool:
         return self._code(exc) == 1452
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return self._code(exc) == 1213
 
     def is_disconnect(self, exc: BaseException) -> bool:
         if isinstance(exc, (OSError, ConnectionError)):

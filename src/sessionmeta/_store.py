@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal
@@ -31,6 +32,7 @@ logger = logging.getLogger("sessionmeta")
 
 OnInvalid = Literal["raise", "default"]
 ITEMS_PER_STATEMENT = 500
+DEADLOCK_ATTEMPTS = 5
 
 
 class MetadataStore(Generic[ModelT]):
@@ -261,12 +263,36 @@ class MetadataStore(Generic[ModelT]):
         collections: list[EncodedValue],
     ) -> None:
         """Values and the elements of list and set values, in one transaction."""
-        statements = self.statements
-        insert_session = statements.insert_session()
-        delete_items = statements.delete_items(len(collections))
         params: dict[str, Any] = {"session_id": session_id}
         params.update({f"key{index}": row.key for index, row in enumerate(collections)})
         items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                await self._items_transaction(
+                    db, upsert, upsert_args, params, len(collections), items
+                )
+                return
+            except Exception as exc:
+                # InnoDB's gap locks can make writers of neighbouring sessions deadlock on
+                # the items index; the whole transaction was rolled back, so run it again.
+                if not db.is_deadlock(exc) or attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                await db.rollback()
+                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+
+    async def _items_transaction(
+        self,
+        db: Driver,
+        upsert: CompiledStatement,
+        upsert_args: list[Any],
+        params: dict[str, Any],
+        key_count: int,
+        items: list[tuple[str, str, str]],
+    ) -> None:
+        statements = self.statements
+        session_id = params["session_id"]
+        insert_session = statements.insert_session()
+        delete_items = statements.delete_items(key_count)
         await db.begin()
         await db.execute(insert_session, insert_session.args(params))
         await db.execute(upsert, upsert_args)
