@@ -32,4 +32,4 @@ CREATE TABLE agent_sessions_metadata_items (
 	CONSTRAINT fk_agent_sessions_metadata_items FOREIGN KEY(session_id, `key`) REFERENCES agent_sessions_metadata (session_id, `key`) ON DELETE CASCADE
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
-CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items (`key`, item_hash, session_id);
+CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items (`key`, item_hash, session_id, value_hash);

@@ -175,7 +175,8 @@ def _items_table(metadata: MetaData, metadata_table: str) -> Table:
             ondelete="CASCADE",
             name=f"fk_{name}",
         ),
-        Index(f"ix_{name}", "key", "item_hash", "session_id"),
+        # value_hash too: the join to the current value is then answered from the index.
+        Index(f"ix_{name}", "key", "item_hash", "session_id", "value_hash"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",

@@ -61,9 +61,10 @@ _CACHE_SIZE = 512
 class _Builder:
     """Builds the SQL of one plan; fresh aliases per condition."""
 
-    def __init__(self, tables: Tables, arrays: bool) -> None:
+    def __init__(self, tables: Tables, arrays: bool, sqlite: bool) -> None:
         self.tables = tables
         self.arrays = arrays
+        self.sqlite = sqlite
         self.count = 0
 
     def _next(self) -> int:
@@ -103,6 +104,10 @@ class _Builder:
         elif leaf.kind == "range":
             compare = _COMPARISONS[leaf.comparison]
             conditions.append(compare(values.c.sort_key, bindparam(leaf.value_params[0])))
+            # The far end of the range of sort keys this field's values can have.
+            bound: Any = bindparam(leaf.value_params[1])
+            upward = leaf.comparison.startswith(">")
+            conditions.append(values.c.sort_key < bound if upward else values.c.sort_key >= bound)
         return values, values.c.session_id, conditions
 
     def condition(self, node: Node, session_id: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -161,12 +166,12 @@ class _Builder:
                     )
                 )
         keys = [session_id] if sort is None else [sort, session_id]
-        if sort is None and plan.driver is not None and plan.driver.kind != "eq":
-            # Only equality's index yields ids in order. For other drivers, ordering by
-            # the bare column lets the planner walk the primary key in id order and
-            # filter, which its statistics (shared by every key) often misjudge; as an
-            # expression it cannot, so the filter's own index is used and the matches
-            # sorted: a cost that follows the number of matches, not the table's size.
+        if sort is None and self._sort_matches(plan.driver):
+            # Ordering by the bare column lets the planner walk the primary key in id
+            # order and filter each row, a choice it bases on statistics that cannot see
+            # the driver's selectivity; as an expression it cannot, so the filter's own
+            # index is used and the matches sorted: a cost that follows the number of
+            # matches, not the table's size.
             keys = [session_id.concat(literal_column("''"))]
         columns = [session_id.label("session_id")]
         if sort is not None:
@@ -178,6 +183,19 @@ class _Builder:
             .order_by(*(key.desc() if order.descending else key.asc() for key in keys))
             .limit(bindparam("limit"))
         )
+
+
+    def _sort_matches(self, driver: Leaf | None) -> bool:
+        if driver is None or driver.kind == "eq":
+            return False  # no filter, or equality's index already yields ids in order
+        if driver.kind == "exists":
+            # How many sessions hold a key, every engine but SQLite knows per key
+            # (PostgreSQL's most common values, InnoDB's index dives); SQLite's
+            # statistics are averages over all keys.
+            return self.sqlite
+        # Ranges, `in` and `contains`: sort_key's statistics mix every key's values,
+        # and element hashes are rare by nature.
+        return True
 
 
 class QuerySQL:
@@ -202,7 +220,7 @@ class QuerySQL:
         return compiled
 
     def _builder(self) -> _Builder:
-        return _Builder(self.tables, self.arrays)
+        return _Builder(self.tables, self.arrays, self.dialect.name == "sqlite")
 
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
