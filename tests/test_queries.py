@@ -16,6 +16,7 @@ from sessionmeta import (
     MetadataStore,
     OrderBy,
     SessionMeta,
+    StoredValueError,
     all_of,
     any_of,
     field,
@@ -360,6 +361,35 @@ async def test_get_many_reads_every_session_in_one_call(meta_store: MetadataStor
     assert [many[f"s{index}"].priority for index in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(TypeError):
         await store.get_many("s1")
+
+
+async def test_listings_name_a_stored_value_that_no_longer_fits(
+    meta_store: MetadataStore[Meta], engine: AsyncEngine
+) -> None:
+    for session_id in ("a", "b", "c"):
+        await meta_store.bind(session_id).set_metadata({"owner_id": "u", "priority": 1})
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE agent_sessions_metadata SET value = :bad WHERE session_id = 'b' AND "
+                 + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
+                 + " = 'priority'"),
+            {"bad": '"not a number"'},
+        )
+        await connection.execute(
+            text("INSERT INTO agent_sessions_metadata (session_id, "
+                 + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
+                 + ", value, value_hash) VALUES ('c', 'undeclared', '1', 'h')")
+        )
+    with pytest.raises(StoredValueError) as info:
+        await meta_store.list_sessions({"owner_id": "u"})
+    assert (info.value.session_id, info.value.key) == ("b", "priority")
+    with pytest.raises(StoredValueError):
+        await meta_store.get_many(["a", "b"])
+    lenient = MetadataStore(Meta, engine, on_invalid="default")
+    listed = await lenient.list_sessions({"owner_id": "u"})
+    assert [item.metadata.priority for item in listed] == [1, None, 1]
+    assert listed[2].metadata.model_fields_set == {"owner_id", "priority"}
+    assert (await lenient.get_many(["b"]))["b"].owner_id == "u"
 
 
 async def test_find_sessions_by_metadata_still_works(meta_store: MetadataStore[Meta]) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "encode_value",
     "item_hashes",
     "json_text",
+    "object_text",
     "sort_key",
 ]
 
@@ -182,7 +183,7 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
     return encoded
 
 
-def _object_text(rows: Iterable[tuple[str, str]]) -> str:
+def object_text(rows: Iterable[tuple[str, str]]) -> str:
     return "{" + ",".join(f"{json.dumps(key)}:{value}" for key, value in rows) + "}"
 
 
@@ -204,13 +205,13 @@ def decode_rows(
     known = [(key, value) for key, value in rows if key in spec.fields]
     try:
         # One JSON document, one validation: far cheaper than one call per key.
-        return spec.model.model_validate_json(_object_text(known))
+        return spec.model.model_validate_json(object_text(known))
     except ValidationError:
         pass
     kept: list[tuple[str, str]] = []
     for key, value in known:
         try:
-            spec.model.model_validate_json(_object_text([(key, value)]))
+            spec.model.model_validate_json(object_text([(key, value)]))
         except ValidationError as exc:
             if on_invalid != "default":
                 reason = "; ".join(error["msg"] for error in exc.errors())
@@ -220,4 +221,4 @@ def decode_rows(
         else:
             kept.append((key, value))
     # Each key validated alone; a model validator may still object to them together.
-    return spec.model.model_validate_json(_object_text(kept))
+    return spec.model.model_validate_json(object_text(kept))

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
+from pydantic import TypeAdapter, ValidationError
+
+from ._codec import object_text
 from ._driver import connect
 from ._filters import FilterArg, OrderArg
 from ._model import HasSessionId, ModelT, check_session_id
@@ -36,6 +39,21 @@ class Searcher(Generic[ModelT]):
     def __init__(self, store: MetadataStore[ModelT], sql: QuerySQL) -> None:
         self.store = store
         self.sql = sql
+        many: Any = list[store.model]  # type: ignore[name-defined]
+        self._many_adapter: TypeAdapter[list[ModelT]] = TypeAdapter(many)
+
+    def decode_many(self, sessions: Sequence[tuple[str, list[tuple[str, str]]]]) -> list[ModelT]:
+        """Models for many sessions' rows: one validation of one JSON array when all fit."""
+        fields = self.store.spec.fields
+        text = "[" + ",".join(
+            object_text([(key, value) for key, value in rows if key in fields])
+            for _, rows in sessions
+        ) + "]"
+        try:
+            return self._many_adapter.validate_json(text)
+        except ValidationError:
+            # Name the session and key that do not fit (or read them as defaults).
+            return [self.store._decode(session_id, rows) for session_id, rows in sessions]
 
     def plan(
         self,
@@ -101,9 +119,11 @@ class Searcher(Generic[ModelT]):
                 sessions.append((session_id, row[3] if len(row) > 3 else None, []))
             if key is not None:
                 sessions[-1][2].append((key, value))
+        kept = sessions[:limit]
+        models = self.decode_many([(session_id, values) for session_id, _, values in kept])
         page = [
-            SessionListing(session_id, self.store._decode(session_id, values))
-            for session_id, _, values in sessions[:limit]
+            SessionListing(session_id, model)
+            for (session_id, _, _), model in zip(kept, models, strict=True)
         ]
         next_cursor = None
         if len(sessions) > limit:
@@ -145,7 +165,5 @@ class Searcher(Generic[ModelT]):
 
     async def many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
         rows = await self.many_rows(sessions)
-        return {
-            session_id: self.store._decode(session_id, values)
-            for session_id, values in rows.items()
-        }
+        models = self.decode_many(list(rows.items()))
+        return dict(zip(rows, models, strict=True))
