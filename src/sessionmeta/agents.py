@@ -1,0 +1,272 @@
+"""A drop-in for the Agents SDK's ``SQLAlchemySession`` with typed metadata on the session.
+
+Needs the ``agents`` extra: ``pip install 'sessionmeta[agents]'``. Built on the
+SDK session's public API only (its constructor arguments, ``session_id``,
+``engine`` and the ``Session`` methods), so an SDK upgrade cannot silently
+break it through a renamed private attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic
+
+try:
+    from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
+    from agents.items import TResponseInputItem
+    from agents.memory.session_settings import SessionSettings
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the SDK
+    raise ImportError(
+        "sessionmeta.agents needs the OpenAI Agents SDK; install it with "
+        f"pip install 'sessionmeta[agents]' ({exc})"
+    ) from exc
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from ._model import ModelT, check_session_id
+from ._schema import add_messages_table
+from ._store import BoundMetadata, MetadataStore, OnInvalid
+from .errors import DatabaseError
+
+__all__ = ["MetadataSQLAlchemySession"]
+
+_FOREIGN_KEYS_FLAG = "sessionmeta_foreign_keys"
+_listen_guard = threading.Lock()
+_create_locks: dict[tuple[str, str, str, str], threading.Lock] = {}
+_create_locks_guard = threading.Lock()
+# The tables each engine has created, so that sessions made per request do not each
+# inspect the catalog again (under a shared lock) before their first statement.
+_created: weakref.WeakKeyDictionary[Engine, set[tuple[str, str, str]]] = weakref.WeakKeyDictionary()
+
+
+def _foreign_keys_on(
+    dbapi_connection: DBAPIConnection,
+    connection_record: ConnectionPoolEntry,
+    connection_proxy: PoolProxiedConnection,
+) -> None:
+    # SQLite enforces foreign keys, and so ON DELETE CASCADE, only on connections
+    # that ask for it. The SDK's clear_session deletes the session row; the
+    # cascade is what removes the metadata in that same transaction. Checkout,
+    # not connect, so connections pooled before this session existed are covered.
+    if connection_record.info.get(_FOREIGN_KEYS_FLAG):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+    connection_record.info[_FOREIGN_KEYS_FLAG] = True
+
+
+def _enforce_sqlite_foreign_keys(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+    # One listener per engine, however many sessions (one per request, say) use it.
+    with _listen_guard:
+        if not event.contains(sync_engine, "checkout", _foreign_keys_on):
+            event.listen(sync_engine, "checkout", _foreign_keys_on)
+
+
+def _create_lock(engine: AsyncEngine, names: tuple[str, str, str]) -> threading.Lock:
+    # Shared by every session on the same database and tables: concurrent CREATE TABLE
+    # of the same table fails on PostgreSQL. A threading lock, as the SDK's, also
+    # serializes sessions driven from different event loops.
+    key = (engine.url.render_as_string(hide_password=True), *names)
+    with _create_locks_guard:
+        return _create_locks.setdefault(key, threading.Lock())
+
+
+class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
+    """The Agents SDK's ``SQLAlchemySession``, with typed metadata on the session.
+
+    Takes the SDK session's arguments plus ``metadata_model`` (a
+    :class:`~sessionmeta.SessionMeta` subclass) and ``metadata_table``, and goes
+    into ``Runner.run(..., session=session)`` unchanged. ``create_tables=True``
+    creates the sessions, messages and metadata tables, in a form MySQL/MariaDB
+    accepts too; tables that exist are left as they are. :meth:`clear_session`
+    removes the session's metadata with its history, in one transaction.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        engine: AsyncEngine,
+        metadata_model: type[ModelT],
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        messages_table: str = "agent_messages",
+        metadata_table: str = "agent_sessions_metadata",
+        session_settings: SessionSettings | dict[str, Any] | None = None,
+        ensure_ascii: bool = True,
+        on_invalid: OnInvalid = "raise",
+    ) -> None:
+        check_session_id(session_id)
+        store = MetadataStore(
+            metadata_model,
+            engine,
+            sessions_table=sessions_table,
+            metadata_table=metadata_table,
+            on_invalid=on_invalid,
+        )
+        # The store's create_tables() then creates the SDK's messages table too.
+        add_messages_table(store.tables, messages_table)
+        # The SDK's own table creation is never used: its unbounded session id
+        # cannot be created on MySQL. Ours describes the same tables.
+        super().__init__(
+            session_id,
+            engine=engine,
+            create_tables=False,
+            sessions_table=sessions_table,
+            messages_table=messages_table,
+            session_settings=session_settings,
+            ensure_ascii=ensure_ascii,
+        )
+        self._sessionmeta_store = store
+        self._sessionmeta_tables_pending = create_tables
+        self._sessionmeta_table_names = (sessions_table, messages_table, metadata_table)
+        self._sessionmeta_create_lock = _create_lock(engine, self._sessionmeta_table_names)
+        if engine.dialect.name == "sqlite":
+            _enforce_sqlite_foreign_keys(engine)
+
+    @classmethod
+    def from_url(  # type: ignore[override]  # metadata_model is required here
+        cls,
+        session_id: str,
+        *,
+        url: str,
+        metadata_model: type[ModelT],
+        engine_kwargs: dict[str, Any] | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        messages_table: str = "agent_messages",
+        metadata_table: str = "agent_sessions_metadata",
+        ensure_ascii: bool = True,
+        on_invalid: OnInvalid = "raise",
+    ) -> MetadataSQLAlchemySession[ModelT]:
+        """A session on a new engine for ``url``; ``await session.engine.dispose()`` when done."""
+        check_session_id(session_id)
+        try:
+            engine = create_async_engine(url, **(engine_kwargs or {}))
+        except Exception as exc:
+            raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+        return cls(
+            session_id,
+            engine=engine,
+            metadata_model=metadata_model,
+            create_tables=create_tables,
+            sessions_table=sessions_table,
+            messages_table=messages_table,
+            metadata_table=metadata_table,
+            session_settings=session_settings,
+            ensure_ascii=ensure_ascii,
+            on_invalid=on_invalid,
+        )
+
+    @property
+    def metadata_store(self) -> MetadataStore[ModelT]:
+        """The store of every session's metadata on this engine, for queries across sessions."""
+        return self._sessionmeta_store
+
+    @property
+    def sql_metadata(self) -> MetaData:
+        """SQLAlchemy ``MetaData`` of all three tables, e.g. as Alembic's ``target_metadata``."""
+        return self._sessionmeta_store.sql_metadata
+
+    async def create_tables(self) -> None:
+        """Create whichever of the sessions, messages and metadata tables are missing."""
+        await self._sessionmeta_create(again=True)
+
+    async def _sessionmeta_ready(self) -> None:
+        if self._sessionmeta_tables_pending:
+            await self._sessionmeta_create(again=False)
+
+    async def _sessionmeta_create(self, *, again: bool) -> None:
+        names = self._sessionmeta_table_names
+        lock = self._sessionmeta_create_lock
+        while not lock.acquire(blocking=False):  # noqa: ASYNC110
+            # Polled, as the SDK does, so a cancelled waiter never strands the lock.
+            await asyncio.sleep(0.01)
+        try:
+            created = _created.setdefault(self.engine.sync_engine, set())
+            if again or names not in created:
+                await self._sessionmeta_store.create_tables()
+                created.add(names)
+        finally:
+            lock.release()
+        self._sessionmeta_tables_pending = False
+
+    def _bound(self) -> BoundMetadata[ModelT]:
+        # Bound per call: the SDK's session_id is a plain attribute.
+        return self._sessionmeta_store.bind(self.session_id)
+
+    # The SDK's Session methods, after creating the tables when asked to.
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The conversation history, oldest first; the latest ``limit`` items when given."""
+        await self._sessionmeta_ready()
+        return await super().get_items(limit)
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items`` to the history; the session row may already exist (metadata first)."""
+        await self._sessionmeta_ready()
+        await super().add_items(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the most recent item, or ``None`` when the history is empty."""
+        await self._sessionmeta_ready()
+        return await super().pop_item()
+
+    async def clear_session(self) -> None:
+        """Remove the history and the metadata of this session, in one transaction.
+
+        The SDK deletes the session row; the metadata table's foreign key
+        cascades that delete to the metadata.
+        """
+        await self._sessionmeta_ready()
+        await super().clear_session()
+
+    # The proposal's metadata calls, typed by the model.
+
+    async def set_metadata(self, values: ModelT | Mapping[str, Any]) -> None:
+        """Write ``values`` (a model's set fields, or a mapping); other keys are left alone.
+
+        Validated before any I/O; creates the session row when missing, so
+        metadata can be set before the first message.
+        """
+        bound = self._bound()
+        if self._sessionmeta_tables_pending:
+            self._sessionmeta_store.spec.validate_values(values, session_id=bound.session_id)
+            await self._sessionmeta_ready()
+        await bound.set_metadata(values)
+
+    async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
+        """The stored metadata as the model; keys not stored read as their defaults."""
+        bound = self._bound()
+        if self._sessionmeta_tables_pending:
+            self._sessionmeta_store.spec.resolve_keys(keys, session_id=bound.session_id)
+            await self._sessionmeta_ready()
+        return await bound.get_metadata(keys)
+
+    async def delete_metadata(self, keys: Iterable[str] | None = None) -> None:
+        """Delete the named keys, or all of this session's metadata when ``keys`` is ``None``."""
+        bound = self._bound()
+        if self._sessionmeta_tables_pending:
+            self._sessionmeta_store.spec.resolve_keys(keys, session_id=bound.session_id)
+            await self._sessionmeta_ready()
+        await bound.delete_metadata(keys)
+
+    async def find_sessions_by_metadata(self, key: str, value: Any, limit: int = 100) -> list[str]:
+        """Ids of the sessions whose ``key`` equals ``value``, in id order, at most ``limit``."""
+        if self._sessionmeta_tables_pending:
+            spec = self._sessionmeta_store.spec
+            spec.validate_values({spec.field(key).key: value})
+            await self._sessionmeta_ready()
+        return await self._sessionmeta_store.find_sessions_by_metadata(key, value, limit=limit)
