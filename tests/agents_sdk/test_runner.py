@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from agents import Agent, Runner
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,7 +21,7 @@ class RunMeta(SessionMeta):
     last_run_at: dt.datetime | None = None
 
 
-def texts(items: list[object]) -> list[str]:
+def texts(items: Sequence[object]) -> list[str]:
     found: list[str] = []
     for item in items:
         assert isinstance(item, dict)
