@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,7 +13,10 @@ if TYPE_CHECKING:
     from sessionmeta.agents import MetadataSQLAlchemySession
 
 # The suite also runs without the extra (a CI step); then there is nothing here to collect.
-collect_ignore_glob = [] if find_spec("agents") else ["test_*.py"]
+try:
+    import agents  # noqa: F401
+except ImportError:
+    collect_ignore_glob = ["test_*.py"]
 
 
 @pytest.fixture(autouse=True)

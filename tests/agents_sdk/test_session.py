@@ -267,3 +267,19 @@ async def test_from_url(db_url: str, engine: AsyncEngine) -> None:
         assert (await session.get_metadata()).title == "via url"
     finally:
         await session.engine.dispose()
+
+
+async def test_clear_from_a_process_that_never_wrote_metadata(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    # A cleanup job on its own engine: the SDK's clear_session runs on a connection
+    # sessionmeta never used, and the metadata must still go with the history.
+    await drop_in(engine, "old").set_metadata({"title": "stale"})
+    await drop_in(engine, "old").add_items([user("stale")])
+    cleanup_engine = create_async_engine(db_url)
+    try:
+        await drop_in(cleanup_engine, "old").clear_session()
+    finally:
+        await cleanup_engine.dispose()
+    assert await count_rows(engine, "agent_sessions_metadata", "old") == 0
+    assert await drop_in(engine, "old").get_items() == []
