@@ -79,9 +79,9 @@ async def test_create_tables_makes_three_tables_the_sdk_reads(engine: AsyncEngin
     plain = SQLAlchemySession("s", engine=engine)
     assert await plain.get_items() == [user("written by the drop-in")]
     await plain.add_items([user("written by the SDK")])
-    assert [item.get("content") for item in await session.get_items() if isinstance(item, dict)] == [
-        "written by the drop-in",
-        "written by the SDK",
+    assert await session.get_items() == [
+        user("written by the drop-in"),
+        user("written by the SDK"),
     ]
 
 
@@ -105,9 +105,7 @@ async def test_mysql_session_ids_are_bounded_and_binary(engine: AsyncEngine) -> 
             )
         )
         shapes = [tuple(row) for row in rows]
-    assert shapes == [
-        (name, "varchar(255)", "utf8mb4_bin") for name in sorted(ALL_TABLES)
-    ]
+    assert shapes == [(name, "varchar(255)", "utf8mb4_bin") for name in sorted(ALL_TABLES)]
 
 
 async def make_plain_sdk_database(engine: AsyncEngine) -> None:
