@@ -13,8 +13,15 @@ from agents.memory import Session
 from pydantic import ValidationError
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typing_extensions import assert_type
 
-from sessionmeta import DatabaseError, InvalidSessionIdError, MetadataStore, UnknownKeyError
+from sessionmeta import (
+    DatabaseError,
+    InvalidSessionIdError,
+    MetadataStore,
+    SessionMeta,
+    UnknownKeyError,
+)
 from sessionmeta.agents import MetadataSQLAlchemySession
 from tests.models import ChatMeta
 
@@ -283,3 +290,20 @@ async def test_clear_from_a_process_that_never_wrote_metadata(
         await cleanup_engine.dispose()
     assert await count_rows(engine, "agent_sessions_metadata", "old") == 0
     assert await drop_in(engine, "old").get_items() == []
+
+
+class OtherMeta(SessionMeta):
+    colour: str | None = None
+
+
+async def test_calls_are_typed_by_the_model(engine: AsyncEngine, db_url: str) -> None:
+    session = drop_in(engine, "typed")
+    assert_type(session, MetadataSQLAlchemySession[ChatMeta])
+    assert_type(await session.get_metadata(), ChatMeta)
+    assert_type(session.metadata_store, MetadataStore[ChatMeta])
+    from_url = MetadataSQLAlchemySession.from_url("typed", url=db_url, metadata_model=ChatMeta)
+    assert_type(from_url, MetadataSQLAlchemySession[ChatMeta])
+    await from_url.engine.dispose()
+    # mypy refuses another model (the ignore is checked as needed); so does the runtime.
+    with pytest.raises(TypeError, match="ChatMeta"):
+        await session.set_metadata(OtherMeta(colour="red"))  # type: ignore[arg-type]
