@@ -9,8 +9,6 @@ break it through a renamed private attribute.
 from __future__ import annotations
 
 import asyncio
-import threading
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic
 
@@ -24,62 +22,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         f"pip install 'sessionmeta[agents]' ({exc})"
     ) from exc
 
-from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from ._engine_state import enforce_sqlite_foreign_keys, engine_state
 from ._model import ModelT, check_session_id
-from ._schema import add_messages_table
 from ._store import BoundMetadata, MetadataStore, OnInvalid
 from .errors import DatabaseError
 
 __all__ = ["MetadataSQLAlchemySession"]
-
-_FOREIGN_KEYS_FLAG = "sessionmeta_foreign_keys"
-_listen_guard = threading.Lock()
-_create_locks: dict[tuple[str, str, str, str], threading.Lock] = {}
-_create_locks_guard = threading.Lock()
-# The tables each engine has created, so that sessions made per request do not each
-# inspect the catalog again (under a shared lock) before their first statement.
-_created: weakref.WeakKeyDictionary[Engine, set[tuple[str, str, str]]] = weakref.WeakKeyDictionary()
-
-
-def _foreign_keys_on(
-    dbapi_connection: DBAPIConnection,
-    connection_record: ConnectionPoolEntry,
-    connection_proxy: PoolProxiedConnection,
-) -> None:
-    # SQLite enforces foreign keys, and so ON DELETE CASCADE, only on connections
-    # that ask for it. The SDK's clear_session deletes the session row; the
-    # cascade is what removes the metadata in that same transaction. Checkout,
-    # not connect, so connections pooled before this session existed are covered.
-    if connection_record.info.get(_FOREIGN_KEYS_FLAG):
-        return
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-    connection_record.info[_FOREIGN_KEYS_FLAG] = True
-
-
-def _enforce_sqlite_foreign_keys(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
-    # One listener per engine, however many sessions (one per request, say) use it.
-    with _listen_guard:
-        if not event.contains(sync_engine, "checkout", _foreign_keys_on):
-            event.listen(sync_engine, "checkout", _foreign_keys_on)
-
-
-def _create_lock(engine: AsyncEngine, names: tuple[str, str, str]) -> threading.Lock:
-    # Shared by every session on the same database and tables: concurrent CREATE TABLE
-    # of the same table fails on PostgreSQL. A threading lock, as the SDK's, also
-    # serializes sessions driven from different event loops.
-    key = (engine.url.render_as_string(hide_password=True), *names)
-    with _create_locks_guard:
-        return _create_locks.setdefault(key, threading.Lock())
 
 
 class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
@@ -108,15 +59,9 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
         on_invalid: OnInvalid = "raise",
     ) -> None:
         check_session_id(session_id)
-        store = MetadataStore(
-            metadata_model,
-            engine,
-            sessions_table=sessions_table,
-            metadata_table=metadata_table,
-            on_invalid=on_invalid,
-        )
-        # The store's create_tables() then creates the SDK's messages table too.
-        add_messages_table(store.tables, messages_table)
+        names = (sessions_table, messages_table, metadata_table)
+        state = engine_state(engine)
+        store = state.store(engine, metadata_model, names, on_invalid)
         # The SDK's own table creation is never used: its unbounded session id
         # cannot be created on MySQL. Ours describes the same tables.
         super().__init__(
@@ -129,11 +74,10 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
             ensure_ascii=ensure_ascii,
         )
         self._sessionmeta_store = store
-        self._sessionmeta_tables_pending = create_tables
-        self._sessionmeta_table_names = (sessions_table, messages_table, metadata_table)
-        self._sessionmeta_create_lock = _create_lock(engine, self._sessionmeta_table_names)
-        if engine.dialect.name == "sqlite":
-            _enforce_sqlite_foreign_keys(engine)
+        self._sessionmeta_state = state
+        self._sessionmeta_table_names = names
+        self._sessionmeta_tables_pending = create_tables and names not in state.created
+        enforce_sqlite_foreign_keys(engine)
 
     @classmethod
     def from_url(  # type: ignore[override]  # metadata_model is required here
@@ -190,17 +134,16 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
 
     async def _sessionmeta_create(self, *, again: bool) -> None:
         names = self._sessionmeta_table_names
-        lock = self._sessionmeta_create_lock
-        while not lock.acquire(blocking=False):  # noqa: ASYNC110
+        state = self._sessionmeta_state
+        while not state.create_lock.acquire(blocking=False):  # noqa: ASYNC110
             # Polled, as the SDK does, so a cancelled waiter never strands the lock.
             await asyncio.sleep(0.01)
         try:
-            created = _created.setdefault(self.engine.sync_engine, set())
-            if again or names not in created:
+            if again or names not in state.created:
                 await self._sessionmeta_store.create_tables()
-                created.add(names)
+                state.created.add(names)
         finally:
-            lock.release()
+            state.create_lock.release()
         self._sessionmeta_tables_pending = False
 
     def _bound(self) -> BoundMetadata[ModelT]:

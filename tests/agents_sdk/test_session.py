@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +309,18 @@ async def test_calls_are_typed_by_the_model(engine: AsyncEngine, db_url: str) ->
     # mypy refuses another model (the ignore is checked as needed); so does the runtime.
     with pytest.raises(TypeError, match="ChatMeta"):
         await session.set_metadata(OtherMeta(colour="red"))  # type: ignore[arg-type]
+
+
+@pytest.mark.sqlite
+async def test_sessions_do_not_keep_their_engine_alive(tmp_path: Path) -> None:
+    # Per-engine state (shared store, created tables) lives on the engine, so an
+    # application that makes and drops engines does not accumulate them.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gc.sqlite3'}")
+    session = drop_in(engine, "s")
+    await session.set_metadata({"title": "t"})
+    await session.add_items([user("hi")])
+    await engine.dispose()
+    collected = weakref.ref(engine.sync_engine)
+    del engine, session
+    gc.collect()
+    assert collected() is None
