@@ -9,8 +9,8 @@ break it through a renamed private attribute.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
-from typing import Any, Generic
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
 
 try:
     from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from sqlalchemy import MetaData
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._engine_state import enforce_sqlite_foreign_keys, engine_state
@@ -31,6 +32,36 @@ from ._store import BoundMetadata, MetadataStore, OnInvalid
 from .errors import DatabaseError
 
 __all__ = ["MetadataSQLAlchemySession"]
+
+_T = TypeVar("_T")
+_MYSQL_DEADLOCK = 1213
+_DEADLOCK_RETRY_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def _is_mysql_deadlock(exc: BaseException) -> bool:
+    # SQLAlchemy keeps the driver's error as .orig; sessionmeta as __cause__.
+    driver_error = exc.orig if isinstance(exc, OperationalError) else exc.__cause__
+    args: tuple[Any, ...] = getattr(driver_error, "args", ())
+    return len(args) > 0 and args[0] == _MYSQL_DEADLOCK
+
+
+async def _retry_mysql_deadlocks(engine: AsyncEngine, operation: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``operation``, again when MySQL/MariaDB chose it as a deadlock victim.
+
+    Writers racing to create a session row (the SDK's add_items, set_metadata)
+    can deadlock on InnoDB's locks. The victim's whole transaction is rolled
+    back, so running it again writes nothing twice.
+    """
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return await operation()
+    for delay in _DEADLOCK_RETRY_DELAYS:
+        try:
+            return await operation()
+        except (OperationalError, DatabaseError) as exc:
+            if not _is_mysql_deadlock(exc):
+                raise
+        await asyncio.sleep(delay)
+    return await operation()
 
 
 class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
@@ -73,6 +104,7 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
             session_settings=session_settings,
             ensure_ascii=ensure_ascii,
         )
+        # Prefixed, so that no attribute of the SDK's, present or future, is shadowed.
         self._sessionmeta_store = store
         self._sessionmeta_state = state
         self._sessionmeta_table_names = names
@@ -160,7 +192,8 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` to the history; the session row may already exist (metadata first)."""
         await self._sessionmeta_ready()
-        await super().add_items(items)
+        add_items = super().add_items
+        await _retry_mysql_deadlocks(self.engine, lambda: add_items(items))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the most recent item, or ``None`` when the history is empty."""
@@ -188,7 +221,7 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
         if self._sessionmeta_tables_pending:
             self._sessionmeta_store.spec.validate_values(values, session_id=bound.session_id)
             await self._sessionmeta_ready()
-        await bound.set_metadata(values)
+        await _retry_mysql_deadlocks(self.engine, lambda: bound.set_metadata(values))
 
     async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
         """The stored metadata as the model; keys not stored read as their defaults."""

@@ -180,16 +180,20 @@ async def test_sessions_are_isolated(engine: AsyncEngine) -> None:
 
 
 async def test_concurrent_add_items_keep_every_item(engine: AsyncEngine) -> None:
-    # Several instances, as several requests would have, racing to create the
-    # session row, alongside a metadata write that races to create it too.
-    sessions = [drop_in(engine, "busy") for _ in range(6)]
-    await asyncio.gather(
-        *(session.add_items([user(f"m{index}")]) for index, session in enumerate(sessions)),
-        sessions[0].set_metadata({"title": "busy"}),
-    )
-    stored = texts(await sessions[0].get_items())
-    assert sorted(stored) == [f"m{index}" for index in range(6)]
-    assert (await sessions[0].get_metadata()).title == "busy"
+    # Warm connections first, so the writers below really run at the same time.
+    await asyncio.gather(*(drop_in(engine, f"warm{index}").get_items() for index in range(6)))
+    for round_ in range(8):
+        # Several instances, as several requests would have, racing to create a new
+        # session's row, alongside a metadata write racing to create it too.
+        session_id = f"busy{round_}"
+        sessions = [drop_in(engine, session_id) for _ in range(6)]
+        await asyncio.gather(
+            *(session.add_items([user(f"m{index}")]) for index, session in enumerate(sessions)),
+            sessions[0].set_metadata({"title": session_id}),
+        )
+        stored = texts(await sessions[0].get_items())
+        assert sorted(stored) == [f"m{index}" for index in range(6)], session_id
+        assert (await sessions[0].get_metadata()).title == session_id
 
 
 async def test_metadata_calls_are_typed_and_validated(session: Drop, engine: AsyncEngine) -> None:
