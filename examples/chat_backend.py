@@ -138,6 +138,8 @@ class ChatBackend:
 
     async def tag(self, owner_id: str, chat_id: str, *tags: str) -> None:
         session = await self._owned(owner_id, chat_id)
+        # Read, then write: two tag calls on one chat at the same instant could
+        # lose one tag. Good enough for a chat's labels.
         current = (await session.get_metadata(["tags"])).tags or []
         await session.set_metadata({"tags": current + [tag for tag in tags if tag not in current]})
 
