@@ -23,10 +23,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from sqlalchemy import MetaData
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ._engine_state import enforce_sqlite_foreign_keys, engine_state
+from ._engine_state import TableNames, enforce_sqlite_foreign_keys, engine_state
 from ._model import ModelT, check_session_id
 from ._store import BoundMetadata, MetadataStore, OnInvalid
 from .errors import DatabaseError
@@ -36,13 +36,31 @@ __all__ = ["MetadataSQLAlchemySession"]
 _T = TypeVar("_T")
 _MYSQL_DEADLOCK = 1213
 _DEADLOCK_RETRY_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
+# "Foreign key constraint is incorrectly formed" (MariaDB), "Cannot add foreign key
+# constraint" (MySQL 5.7), "Referencing column ... incompatible" (MySQL 8).
+_MYSQL_FOREIGN_KEY_REFUSED = frozenset({1005, 1215, 3780})
 
 
-def _is_mysql_deadlock(exc: BaseException) -> bool:
-    # SQLAlchemy keeps the driver's error as .orig; sessionmeta as __cause__.
-    driver_error = exc.orig if isinstance(exc, OperationalError) else exc.__cause__
-    args: tuple[Any, ...] = getattr(driver_error, "args", ())
-    return len(args) > 0 and args[0] == _MYSQL_DEADLOCK
+def _mysql_error_code(exc: BaseException) -> int | None:
+    """The MySQL error number behind ``exc``, through sessionmeta's and SQLAlchemy's wrappers."""
+    error: BaseException | None = exc
+    if isinstance(error, DatabaseError):
+        error = error.__cause__
+    if isinstance(error, DBAPIError):
+        error = error.orig
+    args: tuple[Any, ...] = getattr(error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _foreign_key_hint(names: TableNames, exc: DatabaseError) -> str:
+    sessions_table, messages_table, metadata_table = names
+    return (
+        f"cannot create {messages_table!r} or {metadata_table!r}: MySQL/MariaDB refused "
+        f"a foreign key to {sessions_table}.session_id, whose type or collation is not the "
+        "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin that sessionmeta uses; "
+        f"give {sessions_table}.session_id (and the columns referring to it) that type "
+        f"({exc})"
+    )
 
 
 async def _retry_mysql_deadlocks(engine: AsyncEngine, operation: Callable[[], Awaitable[_T]]) -> _T:
@@ -58,7 +76,7 @@ async def _retry_mysql_deadlocks(engine: AsyncEngine, operation: Callable[[], Aw
         try:
             return await operation()
         except (OperationalError, DatabaseError) as exc:
-            if not _is_mysql_deadlock(exc):
+            if _mysql_error_code(exc) != _MYSQL_DEADLOCK:
                 raise
         await asyncio.sleep(delay)
     return await operation()
@@ -172,7 +190,12 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
             await asyncio.sleep(0.01)
         try:
             if again or names not in state.created:
-                await self._sessionmeta_store.create_tables()
+                try:
+                    await self._sessionmeta_store.create_tables()
+                except DatabaseError as exc:
+                    if _mysql_error_code(exc) in _MYSQL_FOREIGN_KEY_REFUSED:
+                        raise DatabaseError(_foreign_key_hint(names, exc)) from exc
+                    raise
                 state.created.add(names)
         finally:
             state.create_lock.release()

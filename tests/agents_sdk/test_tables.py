@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from agents.extensions.memory import SQLAlchemySession
 from agents.items import TResponseInputItem
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sessionmeta import DatabaseError
 from sessionmeta._schema import add_messages_table, build_tables
 from sessionmeta.agents import MetadataSQLAlchemySession
 from tests.models import ChatMeta
@@ -158,3 +160,30 @@ async def test_plain_sdk_database_gains_metadata_and_loses_nothing(engine: Async
     assert await plain.get_items() == []
     assert await session.find_sessions_by_metadata("owner_id", "u1") == []
     assert await SQLAlchemySession("other", engine=engine).get_items() == [user("o")]
+
+
+async def test_hand_made_sessions_table(engine: AsyncEngine) -> None:
+    # The SDK's sessions table as an application wrote it by hand (bounded, for
+    # MySQL) in the database's default collation.
+    ddl = (
+        "CREATE TABLE agent_sessions (session_id VARCHAR(255) NOT NULL PRIMARY KEY, "
+        "created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "
+        "updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    if is_mysql(engine):
+        ddl += " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+    async with engine.begin() as connection:
+        await connection.execute(text(ddl))
+    session = MetadataSQLAlchemySession(
+        "s", engine=engine, metadata_model=ChatMeta, create_tables=True
+    )
+    if is_mysql(engine):
+        # The foreign keys need the same type and collation: say which, and how.
+        with pytest.raises(DatabaseError, match="utf8mb4_bin") as caught:
+            await session.set_metadata({"title": "t"})
+        assert "agent_sessions.session_id" in str(caught.value)
+        return
+    await session.set_metadata({"title": "t"})
+    await session.add_items([user("hi")])
+    assert (await session.get_metadata()).title == "t"
+    assert await session.get_items() == [user("hi")]
