@@ -234,12 +234,13 @@ async def test_invalid_session_id_is_refused_up_front(engine: AsyncEngine) -> No
         drop_in(engine, "")
 
 
-async def test_create_tables_makes_all_three(session: Drop, engine: AsyncEngine) -> None:
+async def test_create_tables_makes_all_tables(session: Drop, engine: AsyncEngine) -> None:
     await session.get_items()
     assert await table_names(engine) == {
         "agent_sessions",
         "agent_messages",
         "agent_sessions_metadata",
+        "agent_sessions_metadata_items",
     }
 
 
@@ -253,7 +254,12 @@ async def test_table_names_are_honoured(engine: AsyncEngine) -> None:
     )
     await session.add_items([user("hi")])
     await session.set_metadata({"title": "named"})
-    assert await table_names(engine) == {"chat_sessions", "chat_messages", "chat_meta"}
+    assert await table_names(engine) == {
+        "chat_sessions",
+        "chat_messages",
+        "chat_meta",
+        "chat_meta_items",
+    }
     assert await count_rows(engine, "chat_messages", "s") == 1
     assert await count_rows(engine, "chat_meta", "s") == 1
     await session.clear_session()

@@ -16,7 +16,8 @@ from sessionmeta.agents import MetadataSQLAlchemySession
 from tests.models import ChatMeta
 
 SDK_TABLES = {"agent_sessions", "agent_messages"}
-ALL_TABLES = {*SDK_TABLES, "agent_sessions_metadata"}
+# The items table holds the elements of list and set values (it serves `contains`).
+ALL_TABLES = {*SDK_TABLES, "agent_sessions_metadata", "agent_sessions_metadata_items"}
 
 
 def user(content: str) -> TResponseInputItem:
@@ -59,7 +60,7 @@ async def dump(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in rows]
 
 
-async def test_create_tables_makes_three_tables_the_sdk_reads(engine: AsyncEngine) -> None:
+async def test_create_tables_makes_the_tables_the_sdk_reads(engine: AsyncEngine) -> None:
     session = MetadataSQLAlchemySession(
         "s", engine=engine, metadata_model=ChatMeta, create_tables=True
     )
