@@ -97,7 +97,7 @@ async def test_every_query_path_of_a_scoped_view_stays_in_its_tenant(
     assert owned_by(await view.find_sessions_by_metadata("title", "title 1"), "u1")
     assert await view.find_sessions_by_metadata("title", "title 1") == ["u1-1"]
     # Narrower views stay inside the wider one.
-    narrower = view.scoped(org="acme")
+    narrower = view.scoped({"org": "acme"})
     assert set(await narrower.find_sessions()) == {"u1-1", "u1-3", "u1-5"}
     assert await narrower.count_sessions(field("owner_id") == "u2") == 0
     with pytest.raises(SessionNotInScopeError):

@@ -58,8 +58,11 @@ class ScopedStore(Generic[ModelT]):
     def __repr__(self) -> str:
         return f"ScopedStore({self.spec.name}, {self.scope!r})"
 
-    def scoped(self, **scope: Any) -> ScopedStore[ModelT]:
-        """A narrower view: this scope's pairs and ``scope``'s together."""
+    def scoped(
+        self, more: Mapping[str, Any] | None = None, /, **pairs: Any
+    ) -> ScopedStore[ModelT]:
+        """A narrower view: this scope's pairs and the given ones together."""
+        scope = {**(more or {}), **pairs}
         for key in scope:
             storage_key = self.spec.field(key).key
             if storage_key in self.scope and scope[key] != self.scope[storage_key]:

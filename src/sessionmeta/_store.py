@@ -199,16 +199,19 @@ class MetadataStore(Generic[ModelT]):
         """
         return await self._search.many(sessions)
 
-    def scoped(self, **scope: Any) -> ScopedStore[ModelT]:
+    def scoped(
+        self, scope: Mapping[str, Any] | None = None, /, **pairs: Any
+    ) -> ScopedStore[ModelT]:
         """A view that only sees sessions whose given keys hold the given values.
 
-        ``store.scoped(owner_id="u1")``: its finds, listings, counts and bulk reads
+        ``store.scoped(owner_id="u1")`` (or ``store.scoped({"owner-id": "u1"})`` for
+        keys that are not identifiers): its finds, listings, counts and bulk reads
         only return that tenant's sessions, and its ``bind`` refuses another
         tenant's session with :class:`~sessionmeta.SessionNotInScopeError`.
         """
         from ._scoped import ScopedStore
 
-        return ScopedStore(self, scope)
+        return ScopedStore(self, {**(scope or {}), **pairs})
 
     async def _write(self, session_id: str, rows: list[EncodedValue]) -> None:
         await self._ensure_tables()
