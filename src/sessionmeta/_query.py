@@ -98,7 +98,8 @@ class Order:
 class Plan:
     """A checked query: the driving condition (if any), the rest, the order, the parameters."""
 
-    driver: Leaf | None
+    # A positive condition, or an OR of them, whose index ranges are the FROM.
+    driver: Leaf | Group | None
     rest: Group
     order: Order
     after: bool
@@ -237,17 +238,37 @@ def resolve_filters(
     return Group(any_=False, nodes=nodes)
 
 
-def _split_driver(tree: Group) -> tuple[Leaf | None, Group]:
-    """Pick the positive top-level condition whose index drives the query best."""
+def _positive_or(node: Node) -> bool:
+    return (
+        isinstance(node, Group)
+        and node.any_
+        and bool(node.nodes)
+        and all(isinstance(child, Leaf) and not child.negated for child in node.nodes)
+    )
+
+
+def _split_driver(tree: Group) -> tuple[Leaf | Group | None, Group]:
+    """Pick the positive top-level condition whose index drives the query best.
+
+    Failing a single condition, an OR of positive conditions drives the query as
+    the union of their index ranges, rather than testing every session.
+    """
     candidates = [
         (index, node)
         for index, node in enumerate(tree.nodes)
         if isinstance(node, Leaf) and not node.negated
     ]
-    if not candidates:
-        return None, tree
-    index, driver = min(candidates, key=lambda pair: (_DRIVER_PREFERENCE[pair[1].kind], pair[0]))
-    assert isinstance(driver, Leaf)
+    if candidates:
+        index, leaf = min(
+            candidates, key=lambda pair: (_DRIVER_PREFERENCE[pair[1].kind], pair[0])
+        )
+        driver: Leaf | Group = leaf
+    else:
+        unions = [index for index, node in enumerate(tree.nodes) if _positive_or(node)]
+        if not unions:
+            return None, tree
+        index = unions[0]
+        driver = tree.nodes[index]
     rest = tree.nodes[:index] + tree.nodes[index + 1 :]
     return driver, Group(any_=False, nodes=rest)
 

@@ -3,8 +3,9 @@
 The shape of every statement:
 
 * The FROM is the index range of one positive top-level condition (the
-  *driver*: ``key = ? AND value_hash = ?`` and the like), or the sessions table
-  when there is none. Equality ordered by session id is then one index range.
+  *driver*: ``key = ? AND value_hash = ?`` and the like), else the UNION of the
+  index ranges of a top-level OR of positive conditions, else the sessions
+  table. Equality ordered by session id is then one index range.
 * Other positive conditions are ``session_id IN (SELECT session_id ... )``:
   an uncorrelated index range each, which every engine turns into a semi-join.
 * Negative conditions are ``NOT EXISTS (SELECT ... WHERE session_id = outer)``:
@@ -39,6 +40,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -110,6 +112,18 @@ class _Builder:
             conditions.append(values.c.sort_key < bound if upward else values.c.sort_key >= bound)
         return values, values.c.session_id, conditions
 
+    def union_source(self, group: Group) -> tuple[FromClause, ColumnElement[Any], list[Any]]:
+        """The sessions matching any of several positive leaves: a union of index ranges."""
+        parts = []
+        for leaf in group.nodes:
+            assert isinstance(leaf, Leaf)
+            source, inner_id, conditions = self.leaf_source(leaf)
+            parts.append(
+                select(inner_id.label("session_id")).select_from(source).where(*conditions)
+            )
+        matched = union(*parts).subquery("u")
+        return matched, matched.c.session_id, []
+
     def condition(self, node: Node, session_id: ColumnElement[Any]) -> ColumnElement[bool]:
         if isinstance(node, Group):
             parts = [self.condition(child, session_id) for child in node.nodes]
@@ -125,7 +139,9 @@ class _Builder:
     def page(self, plan: Plan, *, count: bool = False) -> Select[Any]:
         """The ids (and sort values) of the matching sessions, in order, or their count."""
         sessions = self.tables.sessions
-        if plan.driver is not None:
+        if isinstance(plan.driver, Group):
+            source, session_id, where = self.union_source(plan.driver)
+        elif plan.driver is not None:
             source, session_id, where = self.leaf_source(plan.driver)
         else:
             source, session_id, where = sessions, sessions.c.session_id, []
@@ -185,7 +201,9 @@ class _Builder:
         )
 
 
-    def _sort_matches(self, driver: Leaf | None) -> bool:
+    def _sort_matches(self, driver: Leaf | Group | None) -> bool:
+        if isinstance(driver, Group):
+            return True  # a union comes in no particular order
         if driver is None or driver.kind == "eq":
             return False  # no filter, or equality's index already yields ids in order
         if driver.kind == "exists":
