@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._statements import CompiledStatement
 from .errors import DatabaseError, SessionMetaError, UnsupportedDialectError
 
-__all__ = ["Driver", "ForeignKeyViolation", "connect"]
+__all__ = ["Driver", "ForeignKeyViolation", "TransientError", "connect"]
 
 _PREPARED = "sessionmeta_prepared"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
@@ -26,6 +27,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 class ForeignKeyViolation(Exception):
     """The referenced session row is missing: the caller creates it and tries again."""
+
+
+class TransientError(DatabaseError):
+    """The database aborted an operation only because of a concurrent one (deadlock, busy):
+    running it again is safe, and ``_retry`` does so a bounded number of times."""
 
 
 class Driver:
@@ -64,6 +70,10 @@ class Driver:
 
     def is_disconnect(self, exc: BaseException) -> bool:
         raise NotImplementedError
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """A deadlock or lock conflict: the transaction was rolled back and may be run again."""
+        return False
 
 
 class _Asyncpg(Driver):
@@ -113,12 +123,20 @@ class _Asyncpg(Driver):
             ),
         ) or (self.connection.is_closed())
 
+    def is_transient(self, exc: BaseException) -> bool:
+        errors = self._asyncpg.exceptions
+        return isinstance(exc, (errors.DeadlockDetectedError, errors.SerializationError))
+
 
 class _Aiosqlite(Driver):
     async def prepare(self) -> None:
         # SQLite leaves foreign keys off per connection: ON DELETE CASCADE needs them.
         await self.connection.execute("PRAGMA foreign_keys = ON")
-        await self.connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # Python's sqlite3 already waits 5 s by default; keep a timeout the application
+        # chose with connect_args={"timeout": seconds}, and only fill in one that is off.
+        rows = await self.connection.execute_fetchall("PRAGMA busy_timeout")
+        if not rows or not rows[0][0]:
+            await self.connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
         rows = await self.connection.execute_fetchall(statement.sql, args)
@@ -146,11 +164,22 @@ class _Aiosqlite(Driver):
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        # SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): the busy timeout ran out.
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF in (5, 6)
+        return "locked" in str(exc)
+
 
 class _MySQL(Driver):
     """aiomysql and asyncmy share one cursor API."""
 
     _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
+    # Deadlock found (1213); record changed since last read (1020, MariaDB snapshot isolation).
+    _TRANSIENT_CODES = frozenset({1020, 1213})
 
     async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
         async with self.connection.cursor() as cursor:
@@ -190,6 +219,9 @@ class _MySQL(Driver):
         if type(exc).__name__ == "InterfaceError":
             return True
         return self._code(exc) in self._DISCONNECT_CODES
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return self._code(exc) in self._TRANSIENT_CODES
 
 
 _DRIVERS: dict[str, type[Driver]] = {
@@ -243,7 +275,14 @@ async def connect(
                 await wrapped.prepare()
                 raw.info[_PREPARED] = True
             yield wrapped
-        except (ForeignKeyViolation, SessionMetaError, AttributeError, TypeError, NameError):
+        except (
+            ForeignKeyViolation,
+            SessionMetaError,
+            ValidationError,
+            AttributeError,
+            TypeError,
+            NameError,
+        ):
             await wrapped.rollback()
             raise
         except Exception as exc:
@@ -256,6 +295,12 @@ async def connect(
                 await wrapped.rollback()
             except Exception:
                 await connection.invalidate(exc)
+            if wrapped.is_transient(exc):
+                raise TransientError(
+                    f"the database aborted the operation because of a concurrent one{where}: "
+                    f"{describe(exc)}",
+                    session_id=session_id,
+                ) from exc
             raise DatabaseError(
                 f"the database refused the operation{where}: {describe(exc)}",
                 session_id=session_id,
