@@ -18,7 +18,7 @@ async def stored_rows(engine: AsyncEngine, session_id: str) -> dict[str, str]:
             text(f"SELECT {key}, value FROM agent_sessions_metadata WHERE session_id = :sid"),
             {"sid": session_id},
         )
-        return {key: value for key, value in rows}
+        return dict(rows.tuples())
 
 
 async def all_value_rows(engine: AsyncEngine) -> int:

@@ -6,13 +6,12 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import create_model
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sessionmeta import MetadataStore, SessionMeta
+from sessionmeta import BoundMetadata, MetadataStore, SessionMeta
 
 from .dbstate import clear_session, session_ids, stored_rows
 from .models import ChatMeta
@@ -22,7 +21,9 @@ WRITERS = 100
 RACE_ROUNDS = int(os.environ.get("SESSIONMETA_STRESS_ROUNDS", "12"))
 
 Wide = create_model(  # type: ignore[call-overload]
-    "Wide", __base__=SessionMeta, **{f"k{index:03d}": (int | None, None) for index in range(WRITERS)}
+    "Wide",
+    __base__=SessionMeta,
+    **{f"k{index:03d}": (int | None, None) for index in range(WRITERS)},
 )
 
 
@@ -31,9 +32,7 @@ async def test_writers_of_different_keys_all_land(wide_engine: AsyncEngine) -> N
     await store.create_tables()
     meta = store.bind("shared")
     # The session does not exist yet: every writer also races to create its row.
-    await asyncio.gather(
-        *(meta.set_metadata({f"k{index:03d}": index}) for index in range(WRITERS))
-    )
+    await asyncio.gather(*(meta.set_metadata({f"k{index:03d}": index}) for index in range(WRITERS)))
     read = await meta.get_metadata()
     assert {name: getattr(read, name) for name in read.model_fields_set} == {
         f"k{index:03d}": index for index in range(WRITERS)
@@ -93,6 +92,20 @@ def _as_state(state: dict[str, Any] | None) -> State:
     return (True, frozenset((key, json.dumps(value)) for key, value in state.items()))
 
 
+async def _call(
+    meta: BoundMetadata[ChatMeta], engine: AsyncEngine, operation: tuple[str, Any]
+) -> None:
+    kind, argument = operation
+    if kind == "set":
+        await meta.set_metadata(argument)
+    elif kind == "delete":
+        await meta.delete_metadata(argument)
+    elif kind == "delete_all":
+        await meta.delete_metadata()
+    else:
+        await clear_session(engine, meta.session_id)
+
+
 async def test_set_delete_and_clear_racing_leave_a_state_some_order_gives(
     wide_engine: AsyncEngine,
 ) -> None:
@@ -118,20 +131,11 @@ async def test_set_delete_and_clear_racing_leave_a_state_some_order_gives(
         meta = store.bind(session_id)
         await meta.set_metadata(start)
 
-        def call(operation: tuple[str, Any]) -> Callable[[], Awaitable[None]]:
-            kind, argument = operation
-            if kind == "set":
-                return lambda: meta.set_metadata(argument)
-            if kind == "delete":
-                return lambda: meta.delete_metadata(argument)
-            if kind == "delete_all":
-                return lambda: meta.delete_metadata()
-            return lambda: clear_session(wide_engine, session_id)
-
         # Rotate the start order so each call gets a head start in some round.
         rotated = operations[round_ % 5 :] + operations[: round_ % 5]
         results = await asyncio.gather(
-            *(call(operation)() for operation in rotated), return_exceptions=True
+            *(_call(meta, wide_engine, operation) for operation in rotated),
+            return_exceptions=True,
         )
         assert [result for result in results if result is not None] == []
         rows = await stored_rows(wide_engine, session_id)

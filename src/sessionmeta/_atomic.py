@@ -68,24 +68,32 @@ async def read_versioned(
 
     rows = await retrying(once)
     wanted = [(key, value) for key, value, _ in rows if keys is None or key in keys]
-    return Versioned(store._decode(session_id, wanted), version_of(store.spec, rows))
+    version = version_of(store.spec, [(key, value_hash) for key, _, value_hash in rows])
+    return Versioned(store._decode(session_id, wanted), version)
 
 
 async def _in_locked_session(
     store: MetadataStore[Any],
     session_id: str,
     body: typing.Callable[[Driver], typing.Awaitable[None]],
+    *,
+    create: bool,
 ) -> None:
-    """Run ``body`` in a transaction holding the session's lock, creating the session row."""
+    """Run ``body`` in a transaction holding the session's lock.
+
+    With ``create`` the session row is created first (so that two transactions on
+    a new session still queue on its lock); without it, a missing session skips ``body``.
+    """
     await store._ensure_tables()
     lock = store.lock_statements.lock_session()
 
     async def once() -> None:
         async with connect(store.engine, store._driver, session_id=session_id) as db:
             await db.begin()
-            await store._insert_session(db, session_id)
-            await db.fetch(lock, lock.args({"session_id": session_id}))
-            await body(db)
+            if create:
+                await store._insert_session(db, session_id)
+            if await db.fetch(lock, lock.args({"session_id": session_id})):
+                await body(db)
             await db.commit()
 
     await retrying(once)
@@ -109,7 +117,7 @@ async def set_if_version(
         if rows:
             await store._write_rows(db, session_id, rows)
 
-    await _in_locked_session(store, session_id, body)
+    await _in_locked_session(store, session_id, body, create=True)
 
 
 def collection_kind(spec: ModelSpec[Any], key: str) -> type:
@@ -182,4 +190,4 @@ async def change_items(
         )
         await store._write_rows(db, session_id, rows)
 
-    await _in_locked_session(store, session_id, body)
+    await _in_locked_session(store, session_id, body, create=change == "add")
