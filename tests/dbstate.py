@@ -18,7 +18,7 @@ async def stored_rows(engine: AsyncEngine, session_id: str) -> dict[str, str]:
             text(f"SELECT {key}, value FROM agent_sessions_metadata WHERE session_id = :sid"),
             {"sid": session_id},
         )
-        return dict(rows.tuples())
+        return {row[0]: row[1] for row in rows}
 
 
 async def all_value_rows(engine: AsyncEngine) -> int:
