@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from ._model import ModelSpec, ModelT
 from .errors import StoredValueError
@@ -113,14 +113,26 @@ def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: 
     field = spec.fields[key]
     if field.verify_round_trip:
         try:
+            # Reads parse the value inside an object ({"key": value}): one level deeper
+            # than the value alone, which matters at the JSON parser's nesting limit.
+            from_json(f"[{text}]")
             read_back = field.adapter.validate_json(text)
-        except ValidationError as exc:
+        except ValueError as exc:
+            if not isinstance(exc, ValidationError):
+                return _unstorable(key, python_value, f"it does not read back: {exc}")
             return _unstorable(key, python_value, f"it does not read back: {exc.errors()[0]['msg']}")
         if read_back != python_value:
             return _unstorable(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
             )
     return EncodedValue(key, text, value_hash(text), sort_key(python_value))
+
+
+def _to_json_values(validated: Any, names: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = validated.__pydantic_serializer__.to_python(
+        validated, mode="json", include=names, by_alias=True, round_trip=True
+    )
+    return values
 
 
 def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValue]:
@@ -130,13 +142,23 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
     stored exactly, before anything is written.
     """
     names = validated.model_fields_set
-    json_values = validated.__pydantic_serializer__.to_python(
-        validated, mode="json", include=names, by_alias=True, round_trip=True
-    )
     encoded: list[EncodedValue] = []
     errors: list[InitErrorDetails] = []
+    try:
+        json_values = _to_json_values(validated, names)
+    except ValueError:
+        # Too deeply nested to serialize: find which values, one at a time.
+        json_values = {}
+        for name in names:
+            key = spec.field(name).key
+            try:
+                json_values.update(_to_json_values(validated, {name}))
+            except ValueError as exc:
+                errors.append(_unstorable(key, getattr(validated, name), str(exc)))
     for name in names:
         key = spec.field(name).key
+        if key not in json_values:
+            continue
         result = encode_value(spec, key, getattr(validated, name), json_values[key])
         if isinstance(result, EncodedValue):
             encoded.append(result)
