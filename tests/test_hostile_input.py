@@ -35,7 +35,7 @@ def keyed(alias: str) -> Callable[[], type[SessionMeta]]:
     """Declares, when called, a model whose one field is stored under ``alias``."""
 
     def declare() -> type[SessionMeta]:
-        model: type[SessionMeta] = create_model(  # type: ignore[call-overload]
+        model: type[SessionMeta] = create_model(
             "Keyed", __base__=SessionMeta, value=(str | None, Field(default=None, alias=alias))
         )
         return model
@@ -304,7 +304,7 @@ def _documented_rows() -> dict[str, dict[str, str]]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         case_id = re.fullmatch(r"`([^`]+)`", cells[0])
         assert case_id, line
-        rows[case_id.group(1)] = dict(zip(BACKEND_COLUMNS.values(), cells[-3:]))
+        rows[case_id.group(1)] = dict(zip(BACKEND_COLUMNS.values(), cells[-3:], strict=True))
     return rows
 
 

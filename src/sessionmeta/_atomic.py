@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal
 
 from ._codec import EncodedValue, encode_model
-from ._driver import Driver, connect
+from ._driver import Driver
 from ._model import ModelSpec, ModelT
 from ._retry import retrying
 from .errors import ConflictError
@@ -61,7 +61,7 @@ async def read_versioned(
     statement = store.lock_statements.read_versioned()
 
     async def once() -> list[Sequence[Any]]:
-        async with connect(store.engine, store._driver, session_id=session_id) as db:
+        async with store._connect(session_id) as db:
             rows = await db.fetch(statement, statement.args({"session_id": session_id}))
             await db.end_read()
             return rows
@@ -88,7 +88,7 @@ async def _in_locked_session(
     lock = store.lock_statements.lock_session()
 
     async def once() -> None:
-        async with connect(store.engine, store._driver, session_id=session_id) as db:
+        async with store._connect(session_id) as db:
             await db.begin()
             if create:
                 await store._insert_session(db, session_id)

@@ -8,6 +8,7 @@ This is also the one place where driver errors become sessionmeta errors.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -251,7 +252,11 @@ def describe(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def connect(
-    engine: AsyncEngine, driver: type[Driver], *, session_id: str | None = None
+    engine: AsyncEngine,
+    driver: type[Driver],
+    *,
+    session_id: str | None = None,
+    timeout: float | None = None,
 ) -> AsyncIterator[Driver]:
     """Check a connection out of the engine's pool and wrap its driver connection.
 
@@ -260,7 +265,15 @@ async def connect(
     """
     where = f" (session {session_id!r})" if session_id is not None else ""
     try:
-        connection: AsyncConnection = await engine.connect()
+        # Some drivers bound only the TCP connect: a server that accepts and then says
+        # nothing would hang the handshake without this bound.
+        connection: AsyncConnection = await asyncio.wait_for(engine.connect(), timeout)
+    except asyncio.TimeoutError as exc:
+        raise DatabaseError(
+            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+            f"no connection within {timeout} s (the store's connect_timeout)",
+            session_id=session_id,
+        ) from exc
     except Exception as exc:
         raise DatabaseError(
             f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "

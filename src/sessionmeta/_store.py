@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, Literal
 
@@ -38,6 +39,9 @@ class MetadataStore(Generic[ModelT]):
     use; an existing sessions table is never altered. ``on_invalid="default"``
     reads a stored value that no longer validates as the field's default, with
     a warning, instead of raising :class:`~sessionmeta.StoredValueError`.
+    ``connect_timeout`` (seconds, ``None`` for none) bounds each wait for a
+    connection, so a database that is down or silent raises
+    :class:`~sessionmeta.DatabaseError` instead of hanging.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class MetadataStore(Generic[ModelT]):
         sessions_table: str = "agent_sessions",
         metadata_table: str = "agent_sessions_metadata",
         on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise ValueError(f"on_invalid must be 'raise' or 'default', not {on_invalid!r}")
@@ -56,6 +61,7 @@ class MetadataStore(Generic[ModelT]):
         self.spec = ModelSpec(model)
         self.engine = engine
         self.on_invalid: OnInvalid = on_invalid
+        self.connect_timeout = connect_timeout
         self.tables = build_tables(sessions_table, metadata_table)
         self.statements = statements_for(engine.dialect, self.tables)
         self.lock_statements = lock_statements(self.statements)
@@ -75,6 +81,7 @@ class MetadataStore(Generic[ModelT]):
         sessions_table: str = "agent_sessions",
         metadata_table: str = "agent_sessions_metadata",
         on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
     ) -> MetadataStore[ModelT]:
         """A store on a new engine for ``url``, disposed of by :meth:`close`."""
         try:
@@ -88,6 +95,7 @@ class MetadataStore(Generic[ModelT]):
             sessions_table=sessions_table,
             metadata_table=metadata_table,
             on_invalid=on_invalid,
+            connect_timeout=connect_timeout,
         )
         store._owns_engine = True
         return store
@@ -97,11 +105,26 @@ class MetadataStore(Generic[ModelT]):
         """The SQLAlchemy ``MetaData`` of the tables, e.g. as Alembic's ``target_metadata``."""
         return self.tables.metadata
 
+    def _connect(self, session_id: str | None = None) -> AbstractAsyncContextManager[Driver]:
+        """A pooled driver connection, within ``connect_timeout``."""
+        return connect(
+            self.engine, self._driver, session_id=session_id, timeout=self.connect_timeout
+        )
+
     async def create_tables(self) -> None:
         """Create the sessions table (when missing) and the metadata table, with indexes."""
-        try:
+
+        async def create() -> None:
             async with self.engine.begin() as connection:
                 await connection.run_sync(self.tables.metadata.create_all)
+
+        try:
+            await asyncio.wait_for(create(), self.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            raise DatabaseError(
+                f"cannot create the tables: no answer within {self.connect_timeout} s "
+                "(the store's connect_timeout)"
+            ) from exc
         except Exception as exc:
             raise DatabaseError(f"cannot create the tables: {exc}") from exc
         self._tables_pending = False
@@ -147,7 +170,7 @@ class MetadataStore(Generic[ModelT]):
         await self._ensure_tables()
         statement = self.statements.find_equal()
         args = statement.args({"key": row.key, "value_hash": row.value_hash, "limit": limit})
-        async with connect(self.engine, self._driver) as db:
+        async with self._connect() as db:
             rows = await db.fetch(statement, args)
             await db.end_read()
         return [session_id for (session_id,) in rows]
@@ -157,7 +180,7 @@ class MetadataStore(Generic[ModelT]):
         await retrying(lambda: self._write_once(session_id, rows))
 
     async def _write_once(self, session_id: str, rows: list[EncodedValue]) -> None:
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
+        async with self._connect(session_id) as db:
             if self.statements.upsert_creates_session:
                 try:
                     await self._write_rows(db, session_id, rows)
@@ -213,7 +236,7 @@ class MetadataStore(Generic[ModelT]):
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
             params.update(self.statements.spelling.key_params(keys))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
+        async with self._connect(session_id) as db:
             rows = await db.fetch(statement, statement.args(params))
             await db.end_read()
         return self._decode(session_id, [(key, value) for key, value in rows])
@@ -241,7 +264,7 @@ class MetadataStore(Generic[ModelT]):
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
             params.update(self.statements.spelling.key_params(keys))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
+        async with self._connect(session_id) as db:
             await db.execute(statement, statement.args(params))
             await db.end_write()
 
