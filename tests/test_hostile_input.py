@@ -246,6 +246,16 @@ CASES = [
         "aware datetime in Europe/Paris (read back as the fixed offset +01:00)",
         {"moment": dt.datetime(2024, 1, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))},
     ),
+    Case(
+        "value-datetime-year-1",
+        "0001-01-01T00:00+05:00 (its UTC instant is before year 1)",
+        {"moment": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+    ),
+    Case(
+        "value-datetime-year-9999",
+        "9999-12-31T23:59-05:00 (its UTC instant is after year 9999)",
+        {"moment": dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.timezone(dt.timedelta(hours=-5)))},
+    ),
     Case("value-bytes", 'bytes b"\\x00\\xff"', {"blob": b"\x00\xff\x00"}),
     Case(
         "value-bytes-in-any",

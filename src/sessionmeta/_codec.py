@@ -62,9 +62,20 @@ def _number_sort_key(number: Decimal) -> str:
 
 
 def _datetime_sort_key(value: dt.datetime) -> str:
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")
+    offset = value.utcoffset()
+    if offset is None:
+        return value.isoformat(timespec="microseconds")
+    naive = value.replace(tzinfo=None)
+    try:
+        return (naive - offset).isoformat(timespec="microseconds")
+    except OverflowError:
+        # The UTC instant is a few hours before year 1 or after year 9999, which
+        # datetime cannot hold: spell that day so that the text still sorts in order.
+        if offset > dt.timedelta(0):
+            time = (naive + dt.timedelta(days=1) - offset).time()
+            return f"0000-12-31T{time.isoformat(timespec='microseconds')}"
+        time = (naive - dt.timedelta(days=1) - offset).time()
+        return f"9999-12-32T{time.isoformat(timespec='microseconds')}"
 
 
 def sort_key(value: Any) -> str | None:
