@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from pydantic import create_model
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sessionmeta import ConflictError, MetadataStore
+from sessionmeta import ConflictError, MetadataStore, SessionMeta
 
 from .models import ChatMeta
 
@@ -50,3 +52,21 @@ async def _write_many(path: str, worker: int, count: int) -> list[str]:
 def write_many(path: str, worker: int, count: int) -> list[str]:
     """Run in a child process: write ``count`` rounds from several tasks; return the errors."""
     return asyncio.run(_write_many(path, worker, count))
+
+
+Ten = create_model(  # type: ignore[call-overload]
+    "Ten", __base__=SessionMeta, **{f"k{index}": (int | None, None) for index in range(10)}
+)
+
+
+async def _write_until_killed(path: str) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    store: MetadataStore[Any] = MetadataStore(Ten, engine)
+    meta = store.bind("s")
+    for round_ in range(1, 1_000_000):
+        await meta.set_metadata({f"k{index}": round_ for index in range(10)})
+
+
+def write_until_killed(path: str) -> None:
+    """Run in a child process: write all ten keys, each round a new number, until killed."""
+    asyncio.run(_write_until_killed(path))

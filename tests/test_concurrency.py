@@ -38,6 +38,9 @@ async def test_writers_of_different_keys_all_land(wide_engine: AsyncEngine) -> N
         f"k{index:03d}": index for index in range(WRITERS)
     }
     assert await session_ids(wide_engine) == ["shared"]
+    # The writers overlapped: the pool had to open many connections for them.
+    pooled = wide_engine.pool.checkedin()  # type: ignore[attr-defined]
+    assert pooled > 1, pooled
 
 
 async def test_writers_of_one_key_leave_one_of_their_values(wide_engine: AsyncEngine) -> None:
