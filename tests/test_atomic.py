@@ -63,6 +63,8 @@ async def test_conditional_write_refuses_a_stale_version(
         await meta.set_metadata({"title": "mine", "priority": 9}, expected_version=read.version)
     assert await stored_rows(engine, "s") == {"title": '"changed elsewhere"'}
     fresh = await meta.get_metadata_versioned()
+    with pytest.raises(TypeError, match="version"):
+        await meta.set_metadata({"title": "mine"}, expected_version=fresh)  # type: ignore[arg-type]
     await meta.set_metadata({"title": "mine"}, expected_version=fresh.version)
     assert (await meta.get_metadata()).title == "mine"
 
@@ -158,6 +160,9 @@ async def test_add_and_remove_semantics(
     assert (await meta.get_metadata()).tags == ["b"]
     await meta.add_to("tags")
     assert (await meta.get_metadata()).tags == ["b"]
+    # Adding nothing does not create the key.
+    await store.bind("other").add_to("tags")
+    assert await session_ids(engine) == ["s"]
 
 
 async def test_add_validates_before_any_io(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,12 @@ async def test_database_down_at_start_up_is_a_clear_error(
     async with MetadataStore.from_url(ChatMeta, url, create_tables=create_tables) as store:
         with pytest.raises(DatabaseError) as caught:
             await asyncio.wait_for(store.bind("s").get_metadata(), HANG_GUARD_S)
+    if kind == "sqlite":
+        # aiosqlite stops the thread of a failed connect without awaiting it; let it
+        # finish while this test's event loop still exists.
+        for thread in threading.enumerate():
+            if "_connection_worker_thread" in thread.name:
+                thread.join(HANG_GUARD_S)
     message = str(caught.value)
     assert ("cannot connect" in message) or ("cannot create the tables" in message)
     assert "nowhere" in message or "no-such-directory" in message or create_tables
@@ -220,6 +227,11 @@ async def test_lock_wait_timeout_is_configurable(
         store = MetadataStore(ChatMeta, impatient, create_tables=True)
         meta = store.bind("s")
         await meta.set_metadata({"title": "old"})
+        if backend == "sqlite":
+            # The application's busy timeout is kept, not replaced by the default 5 s.
+            async with impatient.connect() as connection:
+                busy = await connection.exec_driver_sql("PRAGMA busy_timeout")
+                assert busy.scalar() == 50
         async with engine.connect() as blocker:
             if backend == "sqlite":
                 # SQLite locks the whole file: a write transaction left open elsewhere.

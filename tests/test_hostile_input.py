@@ -43,6 +43,23 @@ def keyed(alias: str) -> Callable[[], type[SessionMeta]]:
     return declare
 
 
+def aliased(
+    serialization_alias: str | None = None, validation_alias: str | None = None
+) -> Callable[[], type[SessionMeta]]:
+    """Declares, when called, a model whose one field has a serialization or validation alias."""
+
+    def declare() -> type[SessionMeta]:
+        info = Field(
+            default=None, serialization_alias=serialization_alias, validation_alias=validation_alias
+        )
+        model: type[SessionMeta] = create_model(
+            "Aliased", __base__=SessionMeta, value=(str | None, info)
+        )
+        return model
+
+    return declare
+
+
 def all_types() -> type[SessionMeta]:
     return AllTypes
 
@@ -127,6 +144,20 @@ CASES = [
         {"title ": "v"},
         refused("ModelDefinitionError"),
         keyed("title "),
+    ),
+    Case(
+        "key-serialization-alias",
+        'serialization_alias "out" unlike the key "value"',
+        {"value": "v"},
+        refused("ModelDefinitionError"),
+        aliased(serialization_alias="out"),
+    ),
+    Case(
+        "key-validation-alias",
+        'validation_alias "in" unlike the key "value"',
+        {"value": "v"},
+        refused("ModelDefinitionError"),
+        aliased(validation_alias="in"),
     ),
     # Session ids.
     Case(

@@ -161,6 +161,8 @@ async def change_items(
         spec.validate_values({field.key: list(items)}, session_id=session_id), field.name
     )
     statement = store.lock_statements.lock_value()
+    if not items:
+        return
 
     async def body(db: Driver) -> None:
         found = await db.fetch(

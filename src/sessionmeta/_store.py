@@ -297,6 +297,11 @@ class BoundMetadata(Generic[ModelT]):
         happens only if the session has not changed since: otherwise
         :class:`~sessionmeta.ConflictError`, and nothing is written.
         """
+        if expected_version is not None and not isinstance(expected_version, str):
+            raise TypeError(
+                "expected_version must be the .version string of get_metadata_versioned(), "
+                f"not {type(expected_version).__name__}"
+            )
         spec = self.store.spec
         rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
         if expected_version is not None:
