@@ -33,28 +33,29 @@ async def _server_id(connection: AsyncConnection) -> int:
     return int(await connection.scalar(text("SELECT CONNECTION_ID()")))
 
 
-async def _waiting_connection(admin: AsyncEngine, blocker_id: int) -> int:
-    """The id of the connection that waits for the blocker's lock, once it waits."""
+async def _wait_until_blocked(admin: AsyncEngine, victim: int) -> None:
+    """Return once connection ``victim`` waits for a row lock (bounded by the hang guard)."""
     if admin.dialect.name == "postgresql":
-        query = text(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database() AND pid <> :blocker"
-        )
+        query = text("SELECT 1 FROM pg_stat_activity WHERE pid = :id AND wait_event_type = 'Lock'")
     else:
-        # The server is shared: only this database's waiting transactions.
         query = text(
-            "SELECT trx.trx_mysql_thread_id FROM information_schema.innodb_trx AS trx "
-            "JOIN information_schema.processlist AS p ON p.id = trx.trx_mysql_thread_id "
-            "WHERE trx.trx_state = 'LOCK WAIT' AND p.db = DATABASE() "
-            "AND trx.trx_mysql_thread_id <> :blocker"
+            "SELECT 1 FROM information_schema.innodb_trx "
+            "WHERE trx_mysql_thread_id = :id AND trx_state = 'LOCK WAIT'"
         )
     for _ in range(HANG_GUARD_S * 20):
         async with admin.connect() as connection:
-            found = (await connection.execute(query, {"blocker": blocker_id})).scalars().all()
-        if found:
-            return int(found[0])
+            if (await connection.execute(query, {"id": victim})).first():
+                return
         await asyncio.sleep(0.05)
-    raise AssertionError("the write never waited for the blocker's lock")
+    async with admin.connect() as connection:
+        activity = (
+            await connection.execute(
+                text("SELECT pid, state, wait_event_type, query FROM pg_stat_activity")
+                if admin.dialect.name == "postgresql"
+                else text("SELECT * FROM information_schema.innodb_trx")
+            )
+        ).all()
+    raise AssertionError(f"connection {victim} never waited for the blocker's lock: {activity}")
 
 
 async def _kill(admin: AsyncEngine, connection_id: int) -> None:
@@ -106,8 +107,10 @@ async def test_connection_killed_mid_write_leaves_all_or_nothing(
     meta = one_connection_store.bind("s")
     await meta.set_metadata({"owner_id": "old", "priority": 0, "tags": ["old"], "title": "old"})
     before = await stored_rows(engine, "s")
+    # The store's pool holds one connection: the one the write will run on.
+    async with one_connection_store.engine.connect() as connection:
+        victim = await _server_id(connection)
     async with engine.connect() as blocker:
-        blocker_id = await _server_id(blocker)
         await blocker.execute(
             text(
                 "SELECT value FROM agent_sessions_metadata "
@@ -118,7 +121,7 @@ async def test_connection_killed_mid_write_leaves_all_or_nothing(
             {"key": locked_key},
         )
         task = asyncio.create_task(write(meta))
-        victim = await _waiting_connection(engine, blocker_id)
+        await _wait_until_blocked(engine, victim)
         await _kill(engine, victim)
         with pytest.raises(DatabaseError, match="'s'") as caught:
             await asyncio.wait_for(task, HANG_GUARD_S)
