@@ -1,5 +1,6 @@
 """Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
+from ._atomic import Versioned
 from ._model import HasSessionId, SessionMeta
 from ._store import BoundMetadata, MetadataStore, OnInvalid
 from .errors import (
@@ -33,5 +34,6 @@ __all__ = [
     "TableNameError",
     "UnknownKeyError",
     "UnsupportedDialectError",
+    "Versioned",
     "__version__",
 ]
