@@ -1,4 +1,4 @@
-"""Typed, validated session metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
+"""Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
 from ._model import HasSessionId, SessionMeta
 from ._store import BoundMetadata, MetadataStore, OnInvalid

@@ -96,13 +96,17 @@ def sort_key(value: Any) -> str | None:
 
 def _unstorable(key: str, value: Any, reason: str) -> InitErrorDetails:
     return {
-        "type": PydanticCustomError("unstorable_value", "Value cannot be stored: {reason}", {"reason": reason}),
+        "type": PydanticCustomError(
+            "unstorable_value", "Value cannot be stored: {reason}", {"reason": reason}
+        ),
         "loc": (key,),
         "input": value,
     }
 
 
-def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any) -> EncodedValue | InitErrorDetails:
+def encode_value(
+    spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any
+) -> EncodedValue | InitErrorDetails:
     """Encode one validated value, or describe why it cannot be stored unchanged."""
     try:
         text = json.dumps(json_value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -115,7 +119,9 @@ def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: 
         try:
             read_back = field.adapter.validate_json(text)
         except ValidationError as exc:
-            return _unstorable(key, python_value, f"it does not read back: {exc.errors()[0]['msg']}")
+            return _unstorable(
+                key, python_value, f"it does not read back: {exc.errors()[0]['msg']}"
+            )
         if read_back != python_value:
             return _unstorable(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"

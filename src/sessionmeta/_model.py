@@ -71,7 +71,8 @@ def _mentions_loose_type(annotation: Any) -> bool:
 def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
     annotation: Any = info.annotation
     if info.metadata:
-        annotation = typing.Annotated[(annotation, *info.metadata)]
+        # Field constraints (max_length, ge, ...) live in the metadata, not the annotation.
+        annotation = typing.Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return TypeAdapter(annotation)
     return TypeAdapter(annotation, config=SessionMeta.model_config)
@@ -82,9 +83,7 @@ class ModelSpec(Generic[ModelT]):
 
     def __init__(self, model: type[ModelT]) -> None:
         if not (isinstance(model, type) and issubclass(model, SessionMeta)):
-            raise ModelDefinitionError(
-                f"{model!r} is not a subclass of sessionmeta.SessionMeta"
-            )
+            raise ModelDefinitionError(f"{model!r} is not a subclass of sessionmeta.SessionMeta")
         self.model = model
         self.name = model.__name__
         self.fields: dict[str, FieldSpec] = {}
@@ -146,9 +145,7 @@ class ModelSpec(Generic[ModelT]):
         """Validate what a caller wants written; the result's set fields are what to write."""
         if isinstance(values, BaseModel):
             if not isinstance(values, self.model):
-                raise TypeError(
-                    f"expected a {self.name} or a mapping, got {type(values).__name__}"
-                )
+                raise TypeError(f"expected a {self.name} or a mapping, got {type(values).__name__}")
             given = {name: getattr(values, name) for name in values.model_fields_set}
         elif isinstance(values, Mapping):
             given = dict(values)

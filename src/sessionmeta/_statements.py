@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, bindparam, delete, func, select
+from sqlalchemy import ClauseElement, ColumnElement, Text, bindparam, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
 from ._codec import EncodedValue
@@ -38,7 +39,9 @@ class CompiledStatement:
 
 
 def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
+    assert isinstance(statement, ClauseElement)
     compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
     names = tuple(compiled.positiontup or ())
     defaults = {name: compiled.binds[name].value for name in names if name in compiled.binds}
     return CompiledStatement(str(compiled), names, defaults)
@@ -182,9 +185,7 @@ class _MySQL(_Dialect):
         # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
         sessions = self.tables.sessions
         insert = mysql.insert(sessions).values(session_id=bindparam("session_id"))
-        return insert.on_duplicate_key_update(  # type: ignore[attr-defined,no-any-return]
-            session_id=sessions.c.session_id
-        )
+        return insert.on_duplicate_key_update(session_id=sessions.c.session_id)
 
     def upsert(self, count: int) -> Executable:
         insert: Insert = mysql.insert(self.tables.values).values(self._rows(count))
