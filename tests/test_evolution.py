@@ -73,7 +73,7 @@ async def old_rows(engine: AsyncEngine) -> dict[str, str]:
 async def test_added_field_reads_its_default(engine: AsyncEngine, old_rows: dict[str, str]) -> None:
     read = await MetadataStore(Added, engine).bind("s").get_metadata()
     assert (read.language, read.retries) == ("en", None)
-    assert read.title == "t" and read.priority == 3
+    assert (read.title, read.priority) == ("t", 3)
     assert read.model_fields_set == set(V1_VALUES)
 
 
@@ -82,7 +82,8 @@ async def test_removed_field_rows_are_ignored_and_kept(
 ) -> None:
     store = MetadataStore(Removed, engine)
     read = await store.bind("s").get_metadata()
-    assert read == Removed(title="t") and read.model_fields_set == {"title"}
+    assert read == Removed(title="t")
+    assert read.model_fields_set == {"title"}
     # Writing and deleting through the smaller model leaves the retired keys alone.
     await store.bind("s").set_metadata({"title": "u"})
     await store.bind("s").delete_metadata(["title"])
@@ -102,7 +103,8 @@ async def test_alias_keeps_the_old_storage_key(
 
 async def test_widened_types_read_old_rows(engine: AsyncEngine, old_rows: dict[str, str]) -> None:
     read = await MetadataStore(Widened, engine).bind("s").get_metadata()
-    assert read.priority == 3.0 and isinstance(read.priority, float)
+    assert read.priority == 3.0
+    assert isinstance(read.priority, float)
     assert (read.mode, read.owner, read.title, read.score) == ("slow", "ann", "t", 1.5)
 
 

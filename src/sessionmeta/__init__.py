@@ -1,5 +1,6 @@
 """Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
+from ._check import CheckReport, InvalidValue, KeyStats, check_store
 from ._model import HasSessionId, SessionMeta
 from ._store import BoundMetadata, MetadataStore, OnInvalid
 from .errors import (
@@ -19,10 +20,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BoundMetadata",
+    "CheckReport",
     "ConflictError",
     "DatabaseError",
     "HasSessionId",
     "InvalidSessionIdError",
+    "InvalidValue",
+    "KeyStats",
     "MetadataStore",
     "ModelDefinitionError",
     "OnInvalid",
@@ -34,4 +38,5 @@ __all__ = [
     "UnknownKeyError",
     "UnsupportedDialectError",
     "__version__",
+    "check_store",
 ]

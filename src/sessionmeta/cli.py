@@ -53,7 +53,7 @@ class _NoModel(SessionMeta):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other refusal of this command.
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"sessionmeta: error: {message} (see {self.prog} --help)\n")
 
 
 # ---- options shared by the commands -------------------------------------------------
@@ -234,7 +234,7 @@ async def _set(args: argparse.Namespace) -> int:
         encode_model(spec, spec.validate_values(values, session_id=sid))
     except ValidationError as exc:
         raise UsageError(f"session {sid!r}: {describe_validation_error(exc)}") from None
-    async with _open(args) as store:
+    async with _open(args, model) as store:
         await store.bind(sid).set_metadata(values)
         await _print_session(args, store, store.spec, sid)
     return 0
@@ -245,7 +245,7 @@ async def _delete(args: argparse.Namespace) -> int:
     spec = ModelSpec(model)
     sid = check_session_id(args.session_id)
     keys = spec.resolve_keys(args.keys, session_id=sid) if args.keys else None
-    async with _open(args) as store:
+    async with _open(args, model) as store:
         await store.bind(sid).delete_metadata(keys)
     if args.json:
         print_json({"session_id": sid, "deleted": "all" if keys is None else keys})
@@ -275,7 +275,7 @@ async def _find(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError(f"--limit must be at least 1, not {args.limit}")
     clauses = [parse_clause(spec, argument) for argument in args.conditions]
-    async with _open(args) as store:
+    async with _open(args, model) as store:
         found = await _run_find(store, clauses, args.limit)
     if args.json:
         print_json({"sessions": found, "limit": args.limit})
@@ -290,7 +290,7 @@ async def _check(args: argparse.Namespace) -> int:
     model = _require_model(args)
     if args.batch_size < 1 or args.max_examples < 0:
         raise UsageError("--batch-size must be at least 1 and --max-examples at least 0")
-    async with _open(args) as store:
+    async with _open(args, model) as store:
         bar: ProgressBar | None = None
         if not args.no_progress and sys.stderr.isatty():
             bar = ProgressBar(await count_stored_rows(store), sys.stderr)
