@@ -9,7 +9,7 @@ import pty
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +82,9 @@ def assert_refused(result: Result, *fragments: str) -> None:
 
 
 @pytest.fixture
-async def url(engine: AsyncEngine, db_url: str) -> AsyncIterator[str]:
+def url(engine: AsyncEngine, db_url: str) -> str:
     """The test database, emptied, without tables: `sessionmeta init` makes them."""
-    yield db_url
+    return db_url
 
 
 async def test_init_set_show_delete(url: str, engine: AsyncEngine) -> None:
@@ -363,7 +363,7 @@ async def test_default_database_is_a_sqlite_file_in_the_current_directory(tmp_pa
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    _, err = await process.communicate()
     assert process.returncode == 0, err
     assert (tmp_path / "sessionmeta.sqlite3").exists()
 

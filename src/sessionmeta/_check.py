@@ -1,7 +1,7 @@
 """Scanning every stored row against a model: which rows a model change would break.
 
 The scan streams the metadata table in primary-key order with keyset batches
-(``WHERE (session_id, key) > (last seen) ORDER BY session_id, key LIMIT n``):
+(rows after the last (session_id, key) seen, ``ORDER BY session_id, key LIMIT n``):
 each batch is one short read, no transaction or cursor stays open, and memory
 holds one batch plus a bounded number of examples, whatever the table's size.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, select, tuple_
+from sqlalchemy import bindparam, func, or_, select
 
 from ._codec import _object_text
 from ._driver import connect, driver_class
@@ -203,9 +203,14 @@ def _statements(store: MetadataStore[Any], batch_size: int) -> tuple[CompiledSta
     order = (values.c.session_id, values.c.key)
     first = columns.order_by(*order).limit(batch_size)
     after = (
+        # Spelled out rather than as a row comparison: MariaDB scans the whole index
+        # for `(a, b) > (x, y)`, while `a >= x` is a range on every database.
         columns.where(
-            tuple_(values.c.session_id, values.c.key)
-            > tuple_(bindparam("after_session"), bindparam("after_key"))
+            values.c.session_id >= bindparam("after_session"),
+            or_(
+                values.c.session_id > bindparam("after_session"),
+                values.c.key > bindparam("after_key"),
+            ),
         )
         .order_by(*order)
         .limit(batch_size)

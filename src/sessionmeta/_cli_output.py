@@ -22,9 +22,17 @@ def shorten(text: str, width: int = MAX_CELL) -> str:
 def print_table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None
 ) -> None:
-    """Columns aligned to their widest cell; long cells are shortened."""
+    """Columns aligned to their widest cell; long cells are shortened, the last one less."""
     out = out or sys.stdout
-    cells = [[shorten(str(cell)) for cell in row] for row in rows]
+    # The last column is not padded, so it need not be cut either.
+    last = len(headers) - 1
+    cells = [
+        [
+            shorten(str(cell), 10_000 if index == last else MAX_CELL)
+            for index, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
     widths = [len(header) for header in headers]
     for row in cells:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]

@@ -336,7 +336,8 @@ async def _check(args: argparse.Namespace) -> int:
             f"kept and ignored on read (e.g. {examples})"
         )
     if failed:
-        what = f"{report.invalid_total:,} stored values would not read"
+        plural = "" if report.invalid_total == 1 else "s"
+        what = f"{report.invalid_total:,} stored value{plural} would not read"
         if args.strict and report.undeclared:
             what += f"; {len(report.undeclared)} undeclared keys (--strict)"
         print(f"\nFAIL: {what}")
