@@ -4,7 +4,7 @@ Fills the metadata table of DATABASE_URL (emptied first: use a scratch
 database) with N sessions of three keys each, straight in SQL, then runs the
 real command under /usr/bin/time and prints its peak RSS and wall time:
 
-    python scripts/measure_check_memory.py postgresql://postgres@127.0.0.1/scratch 100000 1000000
+    python scripts/measure_check_memory.py postgresql+asyncpg://pg@localhost/scratch 100000 1000000
 """
 
 from __future__ import annotations

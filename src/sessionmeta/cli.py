@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -22,7 +21,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import URL
 
 from . import __version__
-from ._check import check_store, count_stored_rows, read_session_rows, validate_session_rows
+from ._check import check_store, count_stored_rows, read_session_rows
 from ._cli_input import (
     DEFAULT_URL,
     Clause,
@@ -33,7 +32,13 @@ from ._cli_input import (
     parse_clause,
     parse_url,
 )
-from ._cli_output import ProgressBar, print_json, print_table
+from ._cli_output import (
+    ProgressBar,
+    print_check_report,
+    print_json,
+    print_table,
+    session_view,
+)
 from ._codec import encode_model
 from ._driver import describe
 from ._model import ModelSpec, SessionMeta, check_session_id
@@ -159,53 +164,11 @@ async def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _session_view(
-    spec: ModelSpec[Any] | None, session_id: str, rows: list[tuple[str, str]]
-) -> tuple[list[list[str]], dict[str, Any]]:
-    """Table rows and the JSON document that ``show`` prints for one session."""
-    if spec is None:
-        stored = {key: _json_or_text(value) for key, value in rows}
-        return [[key, value] for key, value in rows], {"session_id": session_id, "stored": stored}
-    checked = validate_session_rows(spec, session_id, rows)
-    table: list[list[str]] = []
-    for key, value in rows:
-        if key in checked.invalid:
-            table.append([key, value, "invalid: " + checked.invalid[key]])
-        elif key in spec.fields:
-            table.append([key, value, "stored"])
-        else:
-            table.append([key, value, "undeclared (ignored)"])
-    dumped = checked.model.model_dump(mode="json", by_alias=True)
-    stored_keys = {key for key, _ in rows}
-    for key in spec.fields:
-        if key not in stored_keys:
-            table.append([key, json.dumps(dumped[key], ensure_ascii=False), "default"])
-    document = {
-        "session_id": session_id,
-        "model": spec.name,
-        "metadata": dumped,
-        "stored_keys": sorted(checked.model.model_dump(by_alias=True, exclude_unset=True)),
-        "invalid": {
-            key: {"stored_text": dict(rows)[key], "reason": reason}
-            for key, reason in checked.invalid.items()
-        },
-        "undeclared": {key: _json_or_text(value) for key, value in rows if key not in spec.fields},
-    }
-    return table, document
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 async def _print_session(
     args: argparse.Namespace, store: MetadataStore[Any], spec: ModelSpec[Any] | None, sid: str
 ) -> None:
     rows = await read_session_rows(store, sid)
-    table, document = _session_view(spec, sid, rows)
+    table, document = session_view(spec, sid, rows)
     if args.json:
         print_json(document)
         return
@@ -305,44 +268,7 @@ async def _check(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**report.to_json(), "ok": not failed})
         return 1 if failed else 0
-    print(
-        f"checked {report.rows:,} rows of {report.sessions:,} sessions against {report.model_name}"
-    )
-    print_table(
-        ["KEY", "DECLARED", "ROWS", "INVALID"],
-        [
-            [
-                key,
-                "yes" if stats.declared else "no",
-                f"{stats.rows:,}",
-                f"{stats.invalid:,}" if stats.declared else "-",
-            ]
-            for key, stats in sorted(report.keys.items())
-        ],
-    )
-    if report.invalid:
-        print(
-            f"\nvalues the model would refuse (showing {len(report.invalid)} of "
-            f"{report.invalid_total:,}):"
-        )
-        print_table(
-            ["SESSION_ID", "KEY", "STORED", "REASON"],
-            [[item.session_id, item.key, item.stored_text, item.reason] for item in report.invalid],
-        )
-    for stats in report.undeclared:
-        examples = ", ".join(stats.example_sessions[:3])
-        print(
-            f"\nkey {stats.key!r} is not declared by {report.model_name}: {stats.rows:,} rows "
-            f"kept and ignored on read (e.g. {examples})"
-        )
-    if failed:
-        plural = "" if report.invalid_total == 1 else "s"
-        what = f"{report.invalid_total:,} stored value{plural} would not read"
-        if args.strict and report.undeclared:
-            what += f"; {len(report.undeclared)} undeclared keys (--strict)"
-        print(f"\nFAIL: {what}")
-    else:
-        print("\nOK: every stored value reads with this model")
+    print_check_report(report, strict=args.strict, failed=failed)
     return 1 if failed else 0
 
 
