@@ -21,6 +21,7 @@ class V1(SessionMeta):
     mode: Literal["fast", "slow"] | None = None
     owner: str | None = None
     score: float | None = None
+    label: str = ""
 
 
 class Added(SessionMeta):
@@ -29,6 +30,7 @@ class Added(SessionMeta):
     mode: Literal["fast", "slow"] | None = None
     owner: str | None = None
     score: float | None = None
+    label: str = ""
     language: str = "en"
     retries: int | None = None
 
@@ -49,6 +51,7 @@ class Widened(SessionMeta):
     mode: Literal["fast", "slow", "auto"] | None = None
     owner: str | int | None = None
     score: float | None = None
+    label: str | None = None
 
 
 class Narrowed(SessionMeta):
@@ -59,7 +62,14 @@ class Narrowed(SessionMeta):
     score: int | None = None
 
 
-V1_VALUES = {"title": "t", "priority": 3, "mode": "slow", "owner": "ann", "score": 1.5}
+V1_VALUES = {
+    "title": "t",
+    "priority": 3,
+    "mode": "slow",
+    "owner": "ann",
+    "score": 1.5,
+    "label": "x",
+}
 
 
 @pytest.fixture
@@ -105,7 +115,24 @@ async def test_widened_types_read_old_rows(engine: AsyncEngine, old_rows: dict[s
     read = await MetadataStore(Widened, engine).bind("s").get_metadata()
     assert read.priority == 3.0
     assert isinstance(read.priority, float)
-    assert (read.mode, read.owner, read.title, read.score) == ("slow", "ann", "t", 1.5)
+    assert (read.mode, read.owner, read.title, read.score, read.label) == (
+        "slow",
+        "ann",
+        "t",
+        1.5,
+        "x",
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="value_hash is computed on the JSON text: 3 stored by an int field and 3.0 "
+    "asked through a float field hash differently (codec issue, reported to the lead)",
+)
+async def test_widened_number_is_still_found_by_equality(
+    engine: AsyncEngine, old_rows: dict[str, str]
+) -> None:
+    assert await MetadataStore(Widened, engine).find_sessions_by_metadata("priority", 3) == ["s"]
 
 
 @pytest.mark.parametrize(

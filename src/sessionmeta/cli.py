@@ -115,6 +115,8 @@ async def _open(
     With ``create`` an SQLite file may be created and the tables may be missing.
     """
     url = _url(args)
+    if not args.connect_timeout > 0:
+        raise UsageError(f"--connect-timeout must be positive, not {args.connect_timeout:g}")
     path = _sqlite_file(url)
     if not create and path is not None and not path.exists():
         # Connecting would create an empty file: say so instead of writing anything.
