@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from sqlalchemy import (
     TIMESTAMP,
     Column,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -26,7 +28,14 @@ from ._codec import SORT_KEY_LENGTH
 from ._model import MAX_KEY_LENGTH
 from .errors import TableNameError, UnsupportedDialectError
 
-__all__ = ["Tables", "build_tables", "check_table_name", "create_ddl", "dialect_named"]
+__all__ = [
+    "Tables",
+    "add_messages_table",
+    "build_tables",
+    "check_table_name",
+    "create_ddl",
+    "dialect_named",
+]
 
 # MySQL cannot index an unbounded string, and compares case- and accent-insensitively
 # unless told otherwise: give it bounded, binary-collated columns.
@@ -136,6 +145,38 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         mysql_collate="utf8mb4_bin",
     )
     return Tables(metadata, sessions, values)
+
+
+def add_messages_table(tables: Tables, messages_table: str) -> Table:
+    """Add the Agents SDK's messages table to ``tables``' metadata and return it.
+
+    Column names, types and the index are the SDK's; on MySQL/MariaDB the
+    session id is bounded and binary-collated like the sessions table's (the
+    SDK's unbounded string cannot be indexed there), and the message text is
+    LONGTEXT, since TEXT refuses a message over 64 KiB such as a long tool output.
+    """
+    check_table_name(messages_table)
+    return Table(
+        messages_table,
+        tables.metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column(
+            "session_id",
+            _session_id_type(),
+            ForeignKey(tables.sessions.c.session_id, ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column(
+            "message_data",
+            _mysql_variant(Text(), mysql.LONGTEXT(charset="utf8mb4")),
+            nullable=False,
+        ),
+        _timestamp("created_at"),
+        Index(f"idx_{messages_table}_session_time", "session_id", "created_at"),
+        sqlite_autoincrement=True,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
 
 
 def dialect_named(name: str) -> Dialect:

@@ -1,0 +1,105 @@
+"""What the Agents SDK drop-in keeps per engine, for sessions made one per request.
+
+No I/O here and no import of the SDK: the shared store, which tables were
+created, the lock that serializes creating them, and SQLite's foreign keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from ._model import ModelT
+from ._schema import add_messages_table
+from ._store import MetadataStore, OnInvalid
+
+__all__ = ["EngineState", "TableNames", "engine_state", "enforce_sqlite_foreign_keys"]
+
+TableNames = tuple[str, str, str]  # sessions, messages, metadata
+
+_STATE_ATTRIBUTE = "_sessionmeta_agents_state"
+_FOREIGN_KEYS_FLAG = "sessionmeta_foreign_keys"
+_guard = threading.Lock()
+
+
+@dataclass
+class EngineState:
+    """Shared by every drop-in session on one engine."""
+
+    stores: dict[tuple[Any, ...], MetadataStore[Any]] = field(default_factory=dict)
+    created: set[TableNames] = field(default_factory=set)
+    # Concurrent CREATE TABLE of one table fails on PostgreSQL. A threading lock,
+    # as the SDK's, also serializes sessions driven from different event loops.
+    create_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def store(
+        self, engine: AsyncEngine, model: type[ModelT], names: TableNames, on_invalid: OnInvalid
+    ) -> MetadataStore[ModelT]:
+        """One store per model and tables: it keeps its compiled statements across sessions."""
+        key = (model, *names, on_invalid)
+        with _guard:
+            store = self.stores.get(key)
+            if store is None:
+                sessions_table, messages_table, metadata_table = names
+                store = MetadataStore(
+                    model,
+                    engine,
+                    sessions_table=sessions_table,
+                    metadata_table=metadata_table,
+                    on_invalid=on_invalid,
+                )
+                # The store's create_tables() then creates the SDK's messages table too.
+                add_messages_table(store.tables, messages_table)
+                self.stores[key] = store
+            return store
+
+
+def engine_state(engine: AsyncEngine) -> EngineState:
+    """The state of ``engine``, kept on the engine so that it goes away with it.
+
+    (A module-level map keyed by engine would keep every engine alive: the
+    stores it holds refer to their engine.)
+    """
+    sync_engine = engine.sync_engine
+    with _guard:
+        state: EngineState | None = sync_engine.__dict__.get(_STATE_ATTRIBUTE)
+        if state is None:
+            state = EngineState()
+            setattr(sync_engine, _STATE_ATTRIBUTE, state)
+        return state
+
+
+def _foreign_keys_on(
+    dbapi_connection: DBAPIConnection,
+    connection_record: ConnectionPoolEntry,
+    connection_proxy: PoolProxiedConnection,
+) -> None:
+    # SQLite enforces foreign keys, and so ON DELETE CASCADE, only on connections
+    # that ask for it. The SDK's clear_session deletes the session row; the
+    # cascade is what removes the metadata in that same transaction. Checkout,
+    # not connect, so connections pooled before the first session are covered.
+    if connection_record.info.get(_FOREIGN_KEYS_FLAG):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+    connection_record.info[_FOREIGN_KEYS_FLAG] = True
+
+
+def enforce_sqlite_foreign_keys(engine: AsyncEngine) -> None:
+    """Turn foreign keys on for every connection ``engine`` hands out (SQLite only)."""
+    if engine.dialect.name != "sqlite":
+        return
+    sync_engine = engine.sync_engine
+    # One listener per engine, however many sessions use it.
+    with _guard:
+        if not event.contains(sync_engine, "checkout", _foreign_keys_on):
+            event.listen(sync_engine, "checkout", _foreign_keys_on)
