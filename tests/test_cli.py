@@ -320,6 +320,7 @@ async def test_malformed_urls_are_refused(tmp_path: Path) -> None:
         assert_refused(await run("show", "s", url=url), fragment)
 
 
+@pytest.mark.postgres
 async def test_a_database_that_refuses_connections_is_reported() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -338,7 +339,13 @@ def silent_server() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+)
 async def test_a_database_that_does_not_answer_times_out(silent_server: int, scheme: str) -> None:
     url = f"{scheme}://nobody@127.0.0.1:{silent_server}/db"
     result = await run("--connect-timeout", "1", "show", "s", url=url)

@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded, so that importing every submodule (as tools and tests do) runs nothing.
+if __name__ == "__main__":
+    sys.exit(main())

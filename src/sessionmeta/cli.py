@@ -44,7 +44,7 @@ from ._driver import describe
 from ._model import ModelSpec, SessionMeta, check_session_id
 from ._schema import build_tables, create_ddl
 from ._store import MetadataStore
-from .errors import SessionMetaError
+from .errors import DatabaseError, SessionMetaError
 
 __all__ = ["main"]
 
@@ -124,13 +124,22 @@ async def _open(
             f"no database file {str(path)!r}; run `sessionmeta init` (or `sessionmeta demo`) "
             "or give --url"
         )
-    store = MetadataStore.from_url(
-        model,
-        url.render_as_string(hide_password=False),
-        engine_kwargs=_engine_kwargs(url, args.connect_timeout),
-        sessions_table=args.sessions_table,
-        metadata_table=args.metadata_table,
-    )
+    try:
+        store = MetadataStore.from_url(
+            model,
+            url.render_as_string(hide_password=False),
+            engine_kwargs=_engine_kwargs(url, args.connect_timeout),
+            sessions_table=args.sessions_table,
+            metadata_table=args.metadata_table,
+        )
+    except DatabaseError as exc:
+        if isinstance(exc.__cause__, ModuleNotFoundError):
+            extra = "postgres" if url.get_backend_name() == "postgresql" else "mysql"
+            raise UsageError(
+                f"the driver for {_shown(url)} is not installed: {exc.__cause__}; "
+                f"install sessionmeta[{extra}]"
+            ) from None
+        raise
     try:
         try:
             found = await asyncio.wait_for(
