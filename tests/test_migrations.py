@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import MetadataStore
+from sessionmeta._schema import add_messages_table, build_tables
 
 from .models import ChatMeta
 
@@ -41,9 +42,7 @@ def differences(connection: Connection, store: MetadataStore[ChatMeta]) -> list[
         connection,
         opts={
             "compare_type": True,
-            "include_name": lambda name, type_, parents: (
-                type_ != "table" or name in target.tables
-            ),
+            "include_name": lambda name, type_, parents: type_ != "table" or name in target.tables,
         },
     )
     found: list[Any] = autogenerate.compare_metadata(context, target)
@@ -52,22 +51,23 @@ def differences(connection: Connection, store: MetadataStore[ChatMeta]) -> list[
 
 async def sdk_database(engine: AsyncEngine) -> None:
     """What an application on the SDK has before adopting sessionmeta: tables and history."""
+    create = engine.dialect.name not in ("mysql", "mariadb")
+    if not create:
+        # The SDK's create_tables cannot run on MySQL (it declares an unbounded VARCHAR):
+        # there the SDK's tables were made by hand, with bounded binary session ids.
+        tables = build_tables("agent_sessions", "agent_sessions_metadata")
+        messages = add_messages_table(tables, "agent_messages")
+        async with engine.begin() as connection:
+            await connection.run_sync(
+                tables.metadata.create_all, tables=[tables.sessions, messages]
+            )
     for session_id in ("s1", "s2"):
-        session = memory.SQLAlchemySession(session_id, engine=engine, create_tables=True)
+        session = memory.SQLAlchemySession(session_id, engine=engine, create_tables=create)
         await session.add_items(HISTORY)
 
 
-@pytest.fixture
-def sdk_backend(backend: str) -> str:
-    if backend == "mysql":
-        # The SDK declares session_id as VARCHAR without a length, which MySQL refuses:
-        # its create_tables cannot make the tables there.
-        pytest.skip("the Agents SDK cannot create its tables on MySQL/MariaDB")
-    return backend
-
-
 async def test_migration_adds_the_metadata_table_and_keeps_the_history(
-    sdk_backend: str, engine: AsyncEngine, db_url: str
+    engine: AsyncEngine, db_url: str
 ) -> None:
     await sdk_database(engine)
     cfg = config(db_url)
@@ -97,7 +97,7 @@ async def test_migration_adds_the_metadata_table_and_keeps_the_history(
 
 
 async def test_autogenerate_sees_the_missing_table_before_the_migration(
-    sdk_backend: str, engine: AsyncEngine
+    engine: AsyncEngine,
 ) -> None:
     await sdk_database(engine)
     store = MetadataStore(ChatMeta, engine)
