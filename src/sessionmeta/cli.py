@@ -232,9 +232,10 @@ async def _delete(args: argparse.Namespace) -> int:
 
 async def _run_find(store: MetadataStore[Any], clauses: list[Clause], limit: int) -> list[str]:
     # Until the query API (sessionmeta.Condition, store.find_sessions) is merged, only one
-    # equality runs; then this body becomes one line:
+    # equality runs; then this body becomes one line (find_sessions returns a Page, a list):
     #   return await store.find_sessions(
     #       *(Condition(c.key, c.op, c.value) for c in clauses), limit=limit)
+    # and test_find_refuses_bad_conditions's "priority>1" case expects exit 0.
     if len(clauses) != 1 or clauses[0].op != "eq":
         raise UsageError(
             "this build of sessionmeta runs one key=value condition; other operators and "
