@@ -125,3 +125,37 @@ async def store(engine: AsyncEngine) -> MetadataStore[ChatMeta]:
     store = MetadataStore(ChatMeta, engine, create_tables=True)
     await store.create_tables()
     return store
+
+
+async def connection_budget(engine: AsyncEngine, wanted: int) -> int:
+    """How many more connections the server accepts, at most ``wanted``, keeping a margin.
+
+    The servers' default limits (PostgreSQL 100, MariaDB 151) are shared with whatever
+    else runs against them, so a test that wants many connections takes what is free.
+    """
+    if engine.dialect.name == "sqlite":
+        return wanted
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            limit = await connection.scalar(text("SELECT current_setting('max_connections')::int"))
+            used = await connection.scalar(text("SELECT count(*) FROM pg_stat_activity"))
+        else:
+            limit = await connection.scalar(text("SELECT @@max_connections"))
+            used = (await connection.execute(text("SHOW STATUS LIKE 'Threads_connected'"))).one()[1]
+    return max(1, min(wanted, int(limit) - int(used) - 5))
+
+
+@pytest.fixture
+async def wide_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An empty database behind a pool of up to 100 connections, one per concurrent writer."""
+    probe = create_async_engine(db_url)
+    try:
+        await reset_database(probe)
+        size = await connection_budget(probe, 100)
+    finally:
+        await probe.dispose()
+    engine = create_async_engine(db_url, pool_size=size, max_overflow=0, pool_timeout=120)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

@@ -1,5 +1,7 @@
 """Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
+from ._atomic import Versioned
+from ._check import CheckReport, InvalidValue, KeyStats, check_store
 from ._filters import (
     AllOf,
     AnyOf,
@@ -38,6 +40,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "BoundMetadata",
+    "CheckReport",
     "Condition",
     "ConflictError",
     "DatabaseError",
@@ -47,6 +50,8 @@ __all__ = [
     "HasSessionId",
     "InvalidCursorError",
     "InvalidSessionIdError",
+    "InvalidValue",
+    "KeyStats",
     "MetadataStore",
     "ModelDefinitionError",
     "OnInvalid",
@@ -64,8 +69,10 @@ __all__ = [
     "TableNameError",
     "UnknownKeyError",
     "UnsupportedDialectError",
+    "Versioned",
     "__version__",
     "all_of",
     "any_of",
+    "check_store",
     "field",
 ]

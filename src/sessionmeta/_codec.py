@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from ._model import ModelSpec, ModelT
 from .errors import StoredValueError
@@ -86,9 +86,20 @@ def _number_sort_key(number: Decimal) -> str:
 
 
 def _datetime_sort_key(value: dt.datetime) -> str:
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")
+    offset = value.utcoffset()
+    if offset is None:
+        return value.isoformat(timespec="microseconds")
+    naive = value.replace(tzinfo=None)
+    try:
+        return (naive - offset).isoformat(timespec="microseconds")
+    except OverflowError:
+        # The UTC instant is a few hours before year 1 or after year 9999, which
+        # datetime cannot hold: spell that day so that the text still sorts in order.
+        if offset > dt.timedelta(0):
+            time = (naive + dt.timedelta(days=1) - offset).time()
+            return f"0000-12-31T{time.isoformat(timespec='microseconds')}"
+        time = (naive - dt.timedelta(days=1) - offset).time()
+        return f"9999-12-32T{time.isoformat(timespec='microseconds')}"
 
 
 def sort_key(value: Any) -> str | None:
@@ -145,8 +156,13 @@ def encode_value(
     field = spec.fields[key]
     if field.verify_round_trip:
         try:
+            # Reads parse the value inside an object ({"key": value}): one level deeper
+            # than the value alone, which matters at the JSON parser's nesting limit.
+            from_json(f"[{text}]")
             read_back = field.adapter.validate_json(text)
-        except ValidationError as exc:
+        except ValueError as exc:
+            if not isinstance(exc, ValidationError):
+                return _unstorable(key, python_value, f"it does not read back: {exc}")
             return _unstorable(
                 key, python_value, f"it does not read back: {exc.errors()[0]['msg']}"
             )
@@ -158,6 +174,13 @@ def encode_value(
     return EncodedValue(key, text, value_hash(text), sort_key(python_value), items)
 
 
+def _to_json_values(validated: Any, names: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = validated.__pydantic_serializer__.to_python(
+        validated, mode="json", include=names, by_alias=True, round_trip=True
+    )
+    return values
+
+
 def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValue]:
     """The rows for the explicitly set fields of a validated model.
 
@@ -165,13 +188,23 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
     stored exactly, before anything is written.
     """
     names = validated.model_fields_set
-    json_values = validated.__pydantic_serializer__.to_python(
-        validated, mode="json", include=names, by_alias=True, round_trip=True
-    )
     encoded: list[EncodedValue] = []
     errors: list[InitErrorDetails] = []
+    try:
+        json_values = _to_json_values(validated, names)
+    except ValueError:
+        # Too deeply nested to serialize: find which values, one at a time.
+        json_values = {}
+        for name in names:
+            key = spec.field(name).key
+            try:
+                json_values.update(_to_json_values(validated, {name}))
+            except ValueError as exc:
+                errors.append(_unstorable(key, getattr(validated, name), str(exc)))
     for name in names:
         key = spec.field(name).key
+        if key not in json_values:
+            continue
         result = encode_value(spec, key, getattr(validated, name), json_values[key])
         if isinstance(result, EncodedValue):
             encoded.append(result)

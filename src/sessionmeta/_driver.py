@@ -8,17 +8,19 @@ This is also the one place where driver errors become sessionmeta errors.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._statements import CompiledStatement
 from .errors import DatabaseError, SessionMetaError, UnsupportedDialectError
 
-__all__ = ["Driver", "ForeignKeyViolation", "connect"]
+__all__ = ["Driver", "ForeignKeyViolation", "TransientError", "connect"]
 
 _PREPARED = "sessionmeta_prepared"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
@@ -26,6 +28,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 class ForeignKeyViolation(Exception):
     """The referenced session row is missing: the caller creates it and tries again."""
+
+
+class TransientError(DatabaseError):
+    """The database aborted an operation only because of a concurrent one (deadlock, busy):
+    running it again is safe, and ``_retry`` does so a bounded number of times."""
 
 
 class Driver:
@@ -65,8 +72,8 @@ class Driver:
     def is_disconnect(self, exc: BaseException) -> bool:
         raise NotImplementedError
 
-    def is_deadlock(self, exc: BaseException) -> bool:
-        """The database chose this transaction as a deadlock victim and rolled it back."""
+    def is_transient(self, exc: BaseException) -> bool:
+        """A deadlock or lock conflict: the transaction was rolled back and may be run again."""
         return False
 
 
@@ -117,12 +124,20 @@ class _Asyncpg(Driver):
             ),
         ) or (self.connection.is_closed())
 
+    def is_transient(self, exc: BaseException) -> bool:
+        errors = self._asyncpg.exceptions
+        return isinstance(exc, (errors.DeadlockDetectedError, errors.SerializationError))
+
 
 class _Aiosqlite(Driver):
     async def prepare(self) -> None:
         # SQLite leaves foreign keys off per connection: ON DELETE CASCADE needs them.
         await self.connection.execute("PRAGMA foreign_keys = ON")
-        await self.connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # Python's sqlite3 already waits 5 s by default; keep a timeout the application
+        # chose with connect_args={"timeout": seconds}, and only fill in one that is off.
+        rows = await self.connection.execute_fetchall("PRAGMA busy_timeout")
+        if not rows or not rows[0][0]:
+            await self.connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
         rows = await self.connection.execute_fetchall(statement.sql, args)
@@ -150,6 +165,15 @@ class _Aiosqlite(Driver):
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        # SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): the busy timeout ran out.
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF in (5, 6)
+        return "locked" in str(exc)
+
 
 class _MySQL(Driver):
     """aiomysql and asyncmy share one cursor API.
@@ -159,6 +183,8 @@ class _MySQL(Driver):
     """
 
     _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
+    # Deadlock found (1213); record changed since last read (1020, MariaDB snapshot isolation).
+    _TRANSIENT_CODES = frozenset({1020, 1213})
 
     async def fetch(self, statement: CompiledStatement, args: Sequence[Any]) -> list[Sequence[Any]]:
         async with self.connection.cursor() as cursor:
@@ -188,15 +214,15 @@ class _MySQL(Driver):
     def is_foreign_key_violation(self, exc: BaseException) -> bool:
         return self._code(exc) == 1452
 
-    def is_deadlock(self, exc: BaseException) -> bool:
-        return self._code(exc) == 1213
-
     def is_disconnect(self, exc: BaseException) -> bool:
         if isinstance(exc, (OSError, ConnectionError)):
             return True
         if type(exc).__name__ == "InterfaceError":
             return True
         return self._code(exc) in self._DISCONNECT_CODES
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return self._code(exc) in self._TRANSIENT_CODES
 
 
 _DRIVERS: dict[str, type[Driver]] = {
@@ -226,7 +252,11 @@ def describe(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def connect(
-    engine: AsyncEngine, driver: type[Driver], *, session_id: str | None = None
+    engine: AsyncEngine,
+    driver: type[Driver],
+    *,
+    session_id: str | None = None,
+    timeout: float | None = None,
 ) -> AsyncIterator[Driver]:
     """Check a connection out of the engine's pool and wrap its driver connection.
 
@@ -235,7 +265,15 @@ async def connect(
     """
     where = f" (session {session_id!r})" if session_id is not None else ""
     try:
-        connection: AsyncConnection = await engine.connect()
+        # Some drivers bound only the TCP connect: a server that accepts and then says
+        # nothing would hang the handshake without this bound.
+        connection: AsyncConnection = await asyncio.wait_for(engine.connect(), timeout)
+    except asyncio.TimeoutError as exc:
+        raise DatabaseError(
+            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+            f"no connection within {timeout} s (the store's connect_timeout)",
+            session_id=session_id,
+        ) from exc
     except Exception as exc:
         raise DatabaseError(
             f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {describe(exc)}",
@@ -249,7 +287,14 @@ async def connect(
                 await wrapped.prepare()
                 raw.info[_PREPARED] = True
             yield wrapped
-        except (ForeignKeyViolation, SessionMetaError, AttributeError, TypeError, NameError):
+        except (
+            ForeignKeyViolation,
+            SessionMetaError,
+            ValidationError,
+            AttributeError,
+            TypeError,
+            NameError,
+        ):
             await wrapped.rollback()
             raise
         except Exception as exc:
@@ -262,6 +307,12 @@ async def connect(
                 await wrapped.rollback()
             except Exception:
                 await connection.invalidate(exc)
+            if wrapped.is_transient(exc):
+                raise TransientError(
+                    f"the database aborted the operation because of a concurrent one{where}: "
+                    f"{describe(exc)}",
+                    session_id=session_id,
+                ) from exc
             raise DatabaseError(
                 f"the database refused the operation{where}: {describe(exc)}",
                 session_id=session_id,

@@ -92,7 +92,8 @@ class ModelSpec(Generic[ModelT]):
         self.fields: dict[str, FieldSpec] = {}
         self._by_any_name: dict[str, FieldSpec] = {}
         for name, info in model.model_fields.items():
-            key = info.alias or name
+            # An empty alias is still an alias: refused below, never silently the name.
+            key = info.alias if info.alias is not None else name
             if info.is_required():
                 raise ModelDefinitionError(
                     f"{self.name}.{name} has no default: a session without the key "
@@ -105,6 +106,21 @@ class ModelSpec(Generic[ModelT]):
                 )
             if "\x00" in key:
                 raise ModelDefinitionError(f"{self.name}.{name}: key {key!r} holds a NUL character")
+            if key.endswith(" "):
+                raise ModelDefinitionError(
+                    f"{self.name}.{name}: key {key!r} ends with a space, which MySQL and "
+                    "MariaDB ignore when comparing: it would share a row with "
+                    f"{key.rstrip(' ')!r}"
+                )
+            for kind, other in (
+                ("serialization_alias", info.serialization_alias),
+                ("validation_alias", info.validation_alias),
+            ):
+                if other is not None and other != key:
+                    raise ModelDefinitionError(
+                        f"{self.name}.{name}: {kind} {other!r} differs from the storage key "
+                        f"{key!r}; values are written and read under one key: use `alias`"
+                    )
             spec = FieldSpec(
                 name=name,
                 key=key,
@@ -188,6 +204,11 @@ def check_session_id(session: str | HasSessionId) -> str:
         )
     if "\x00" in session_id:
         raise InvalidSessionIdError(f"session id {session_id!r} holds a NUL character")
+    if session_id.endswith(" "):
+        raise InvalidSessionIdError(
+            f"session id {session_id!r} ends with a space, which MySQL and MariaDB ignore "
+            f"when comparing: it would be the same session as {session_id.rstrip(' ')!r}"
+        )
     try:
         session_id.encode("utf-8")
     except UnicodeEncodeError:

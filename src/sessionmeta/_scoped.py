@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal
 
+from ._atomic import Versioned, set_if_version
 from ._codec import encode_model
 from ._filters import FilterArg, OrderArg
 from ._model import HasSessionId, ModelT, check_session_id
@@ -148,8 +149,36 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
             raise self.view.refuse([self.session_id])
         return state, rows
 
-    async def set_metadata(self, values: ModelT | Mapping[str, Any]) -> None:
-        """Write ``values``; a session with no metadata yet is claimed for the scope."""
+    async def _enter_scope(self) -> None:
+        """Refuse another scope's session; claim a session with no metadata yet."""
+        state, _ = await self._checked_rows()
+        if state == "free":
+            # Claim first, with inserts that never overwrite: of two views racing for
+            # the same new id, one claims it and the other is refused here.
+            await self.store._claim(self.session_id, self.view.scope_rows)
+            await self._checked_rows()
+
+    def _refuse_scope_key(self, key: str, action: str) -> None:
+        storage_key = self.store.spec.field(key, session_id=self.session_id).key
+        if storage_key in self.view.scope:
+            raise SessionNotInScopeError(
+                f"session {self.session_id!r}: {action} {storage_key!r} would move it out "
+                f"of scope {self.view.scope!r}"
+            )
+
+    async def set_metadata(
+        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
+    ) -> None:
+        """Write ``values``; a session with no metadata yet is claimed for the scope.
+
+        With ``expected_version`` the write is conditional as in
+        :meth:`BoundMetadata.set_metadata`, and carries the scope's values.
+        """
+        if expected_version is not None and not isinstance(expected_version, str):
+            raise TypeError(
+                "expected_version must be the .version string of get_metadata_versioned(), "
+                f"not {type(expected_version).__name__}"
+            )
         spec = self.store.spec
         validated = spec.validate_values(values, session_id=self.session_id)
         for name in validated.model_fields_set:
@@ -160,15 +189,36 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
                     f"would move it out of scope {self.view.scope!r}"
                 )
         rows = encode_model(spec, validated)
-        state, _ = await self._checked_rows()
-        if state == "free":
-            # Claim first, with inserts that never overwrite: of two views racing for
-            # the same new id, one claims it and the other is refused below.
-            await self.store._claim(self.session_id, self.view.scope_rows)
+        if expected_version is None:
+            await self._enter_scope()
+        else:
+            # No claim first: that would change the version. The conditional write
+            # itself fails if another scope claimed the session in between.
             await self._checked_rows()
         written = {row.key for row in rows}
         missing = [row for row in self.view.scope_rows if row.key not in written]
-        await self.store._write(self.session_id, sorted(rows + missing, key=lambda row: row.key))
+        rows = sorted(rows + missing, key=lambda row: row.key)
+        if expected_version is not None:
+            await set_if_version(self.store, self.session_id, rows, expected_version)
+        else:
+            await self.store._write(self.session_id, rows)
+
+    async def get_metadata_versioned(self, keys: Iterable[str] | None = None) -> Versioned[ModelT]:
+        """:meth:`BoundMetadata.get_metadata_versioned`, if the session is in scope."""
+        await self._checked_rows()
+        return await super().get_metadata_versioned(keys)
+
+    async def add_to(self, key: str, *items: Any) -> None:
+        """:meth:`BoundMetadata.add_to` on an in-scope (or newly claimed) session."""
+        self._refuse_scope_key(key, "changing")
+        await self._enter_scope()
+        await super().add_to(key, *items)
+
+    async def remove_from(self, key: str, *items: Any) -> None:
+        """:meth:`BoundMetadata.remove_from` on an in-scope session."""
+        self._refuse_scope_key(key, "changing")
+        await self._enter_scope()
+        await super().remove_from(key, *items)
 
     async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
         """The stored metadata, if the session is in scope (defaults if it has none)."""

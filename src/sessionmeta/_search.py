@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Generic
 from pydantic import TypeAdapter, ValidationError
 
 from ._codec import object_text
-from ._driver import connect
 from ._filters import FilterArg, OrderArg
 from ._model import HasSessionId, ModelT, check_session_id
 from ._page import Page, SessionListing
 from ._query import Plan, encode_cursor, plan_query
+from ._retry import retrying
 from ._sql import QuerySQL
 
 if TYPE_CHECKING:
@@ -74,10 +74,15 @@ class Searcher(Generic[ModelT]):
     async def _fetch(self, statement: Any, params: Mapping[str, Any]) -> list[Sequence[Any]]:
         store = self.store
         await store._ensure_tables()
-        async with connect(store.engine, store._driver) as db:
-            rows = await db.fetch(statement, statement.args(params))
-            await db.end_read()
-        return rows
+        args = statement.args(params)
+
+        async def once() -> list[Sequence[Any]]:
+            async with store._connect() as db:
+                rows = await db.fetch(statement, args)
+                await db.end_read()
+            return rows
+
+        return await retrying(once)
 
     async def find(
         self,

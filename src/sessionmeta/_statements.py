@@ -156,6 +156,16 @@ class _PostgreSQL(_Dialect):
             .table_valued("key", "value", "value_hash", "sort_key")
             .render_derived(name="new_values")
         )
+        # Lock an existing session row (FOR KEY SHARE, which writers share) before any
+        # value row: a concurrent delete of the session then waits for this statement,
+        # or this one for it, instead of the two deadlocking over the cascade.
+        sessions = self.tables.sessions
+        locked = (
+            select(sessions.c.session_id)
+            .where(sessions.c.session_id == bindparam("session_id"))
+            .with_for_update(read=True, key_share=True)
+            .cte("locked_session")
+        )
         insert = postgresql.insert(values).from_select(
             ["session_id", "key", "value", "value_hash", "sort_key"],
             select(
@@ -164,7 +174,7 @@ class _PostgreSQL(_Dialect):
                 rows.c.value,
                 rows.c.value_hash,
                 rows.c.sort_key,
-            ),
+            ).where(select(func.count()).select_from(locked).scalar_subquery() >= 0),
         )
         return insert.on_conflict_do_update(
             index_elements=["session_id", "key"],

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ._atomic import Versioned, change_items, read_versioned, set_if_version
 from ._codec import EncodedValue, decode_rows, encode_model
-from ._driver import Driver, connect, driver_class
+from ._driver import Driver, TransientError, connect, driver_class
 from ._filters import FilterArg, OrderArg
+from ._lock_statements import lock_statements
 from ._model import HasSessionId, ModelSpec, ModelT, check_session_id
 from ._page import Page, SessionListing
+from ._retry import retrying
 from ._schema import build_tables
 from ._search import Searcher
 from ._sql import QuerySQL
-from ._statements import CompiledStatement, statements_for
+from ._statements import statements_for
 from .errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -32,7 +35,6 @@ logger = logging.getLogger("sessionmeta")
 
 OnInvalid = Literal["raise", "default"]
 ITEMS_PER_STATEMENT = 500
-DEADLOCK_ATTEMPTS = 5
 
 
 class MetadataStore(Generic[ModelT]):
@@ -45,6 +47,9 @@ class MetadataStore(Generic[ModelT]):
     use; an existing sessions table is never altered. ``on_invalid="default"``
     reads a stored value that no longer validates as the field's default, with
     a warning, instead of raising :class:`~sessionmeta.StoredValueError`.
+    ``connect_timeout`` (seconds, ``None`` for none) bounds each wait for a
+    connection, so a database that is down or silent raises
+    :class:`~sessionmeta.DatabaseError` instead of hanging.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class MetadataStore(Generic[ModelT]):
         sessions_table: str = "agent_sessions",
         metadata_table: str = "agent_sessions_metadata",
         on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise ValueError(f"on_invalid must be 'raise' or 'default', not {on_invalid!r}")
@@ -63,8 +69,10 @@ class MetadataStore(Generic[ModelT]):
         self.spec = ModelSpec(model)
         self.engine = engine
         self.on_invalid: OnInvalid = on_invalid
+        self.connect_timeout = connect_timeout
         self.tables = build_tables(sessions_table, metadata_table)
         self.statements = statements_for(engine.dialect, self.tables)
+        self.lock_statements = lock_statements(self.statements)
         self._driver = driver_class(engine)
         self._tables_pending = create_tables
         self._tables_lock = asyncio.Lock()
@@ -82,6 +90,7 @@ class MetadataStore(Generic[ModelT]):
         sessions_table: str = "agent_sessions",
         metadata_table: str = "agent_sessions_metadata",
         on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
     ) -> MetadataStore[ModelT]:
         """A store on a new engine for ``url``, disposed of by :meth:`close`."""
         try:
@@ -95,6 +104,7 @@ class MetadataStore(Generic[ModelT]):
             sessions_table=sessions_table,
             metadata_table=metadata_table,
             on_invalid=on_invalid,
+            connect_timeout=connect_timeout,
         )
         store._owns_engine = True
         return store
@@ -104,11 +114,26 @@ class MetadataStore(Generic[ModelT]):
         """The SQLAlchemy ``MetaData`` of the tables, e.g. as Alembic's ``target_metadata``."""
         return self.tables.metadata
 
+    def _connect(self, session_id: str | None = None) -> AbstractAsyncContextManager[Driver]:
+        """A pooled driver connection, within ``connect_timeout``."""
+        return connect(
+            self.engine, self._driver, session_id=session_id, timeout=self.connect_timeout
+        )
+
     async def create_tables(self) -> None:
         """Create the sessions table (when missing) and the metadata table, with indexes."""
-        try:
+
+        async def create() -> None:
             async with self.engine.begin() as connection:
                 await connection.run_sync(self.tables.metadata.create_all)
+
+        try:
+            await asyncio.wait_for(create(), self.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            raise DatabaseError(
+                f"cannot create the tables: no answer within {self.connect_timeout} s "
+                "(the store's connect_timeout)"
+            ) from exc
         except Exception as exc:
             raise DatabaseError(f"cannot create the tables: {exc}") from exc
         self._tables_pending = False
@@ -154,7 +179,7 @@ class MetadataStore(Generic[ModelT]):
         await self._ensure_tables()
         statement = self.statements.find_equal()
         args = statement.args({"key": row.key, "value_hash": row.value_hash, "limit": limit})
-        async with connect(self.engine, self._driver) as db:
+        async with self._connect() as db:
             rows = await db.fetch(statement, args)
             await db.end_read()
         return [session_id for (session_id,) in rows]
@@ -215,20 +240,34 @@ class MetadataStore(Generic[ModelT]):
 
     async def _write(self, session_id: str, rows: list[EncodedValue]) -> None:
         await self._ensure_tables()
-        statements = self.statements
-        upsert = statements.upsert(len(rows))
-        args = upsert.args(statements.spelling.upsert_params(session_id, rows))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
-            if statements.upsert_creates_session:
-                await db.execute(upsert, args)
+        await retrying(lambda: self._write_once(session_id, rows))
+
+    async def _write_once(self, session_id: str, rows: list[EncodedValue]) -> None:
+        async with self._connect(session_id) as db:
+            if self.statements.upsert_creates_session:
+                try:
+                    await self._write_rows(db, session_id, rows)
+                except Exception as exc:
+                    # The session row was deleted between the statement's insert and its
+                    # foreign-key check: the next attempt creates it again.
+                    if db.is_foreign_key_violation(exc):
+                        raise TransientError(
+                            f"session {session_id!r} was deleted during the write",
+                            session_id=session_id,
+                        ) from exc
+                    raise
                 return
-            collections = [row for row in rows if row.items is not None]
-            if collections:
-                await self._write_with_items(db, session_id, upsert, args, collections)
+            if any(row.items is not None for row in rows):
+                # Values and their elements (the items table): several statements,
+                # so one transaction.
+                await db.begin()
+                await self._insert_session(db, session_id)
+                await self._write_rows(db, session_id, rows)
+                await db.commit()
                 return
             # Most writes go to a session that exists: try the one statement first.
             try:
-                await db.execute(upsert, args)
+                await self._write_rows(db, session_id, rows)
                 await db.end_write()
                 return
             except Exception as exc:
@@ -236,70 +275,45 @@ class MetadataStore(Generic[ModelT]):
                     raise
                 await db.rollback()
             await db.begin()
-            insert_session = statements.insert_session()
-            await db.execute(insert_session, insert_session.args({"session_id": session_id}))
-            await db.execute(upsert, args)
+            await self._insert_session(db, session_id)
+            await self._write_rows(db, session_id, rows)
             await db.commit()
 
-    async def _claim(self, session_id: str, rows: list[EncodedValue]) -> None:
-        """Store ``rows`` for the keys the session lacks, leaving stored keys alone."""
-        await self._ensure_tables()
-        statements = self.statements
-        claim = statements.claim(len(rows))
-        args = claim.args(statements.spelling.row_params(session_id, rows))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
-            if statements.upsert_creates_session:
-                await db.execute(claim, args)
-                return
-            insert_session = statements.insert_session()
-            await db.begin()
-            await db.execute(insert_session, insert_session.args({"session_id": session_id}))
-            await db.execute(claim, args)
-            await db.commit()
+    async def _insert_session(self, db: Driver, session_id: str) -> None:
+        """Create the session row if it is missing."""
+        insert_session = self.statements.insert_session()
+        await db.execute(insert_session, insert_session.args({"session_id": session_id}))
 
-    async def _write_with_items(
-        self,
-        db: Driver,
-        session_id: str,
-        upsert: CompiledStatement,
-        upsert_args: list[Any],
-        collections: list[EncodedValue],
+    async def _write_rows(self, db: Driver, session_id: str, rows: list[EncodedValue]) -> None:
+        """Write the value rows of one session: every write path comes here.
+
+        Plain writes, conditional writes and atomic add/remove all store values
+        through this one method, so a change to how values are stored (a side
+        table, say) goes here and nowhere else. Callers run it inside a
+        transaction, except the plain write on PostgreSQL, which runs it as one
+        autocommitted statement: adding a second statement here means opening a
+        transaction there too.
+        """
+        upsert = self.statements.upsert(len(rows))
+        params = self.statements.spelling.upsert_params(session_id, rows)
+        await db.execute(upsert, upsert.args(params))
+        if self.statements.upsert_creates_session:
+            return  # PostgreSQL's upsert keeps the items table in step itself
+        collections = [row for row in rows if row.items is not None]
+        if collections:
+            await self._write_items(db, session_id, collections)
+
+    async def _write_items(
+        self, db: Driver, session_id: str, collections: list[EncodedValue]
     ) -> None:
-        """Values and the elements of list and set values, in one transaction."""
+        """Replace the elements of rewritten list and set values (inside the caller's
+        transaction): they serve ``contains`` through the items table."""
+        statements = self.statements
+        delete_items = statements.delete_items(len(collections))
         params: dict[str, Any] = {"session_id": session_id}
         params.update({f"key{index}": row.key for index, row in enumerate(collections)})
-        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            try:
-                await self._items_transaction(
-                    db, upsert, upsert_args, params, len(collections), items
-                )
-                return
-            except Exception as exc:
-                # InnoDB's gap locks can make writers of neighbouring sessions deadlock on
-                # the items index; the whole transaction was rolled back, so run it again.
-                if not db.is_deadlock(exc) or attempt == DEADLOCK_ATTEMPTS:
-                    raise
-                await db.rollback()
-                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
-
-    async def _items_transaction(
-        self,
-        db: Driver,
-        upsert: CompiledStatement,
-        upsert_args: list[Any],
-        params: dict[str, Any],
-        key_count: int,
-        items: list[tuple[str, str, str]],
-    ) -> None:
-        statements = self.statements
-        session_id = params["session_id"]
-        insert_session = statements.insert_session()
-        delete_items = statements.delete_items(key_count)
-        await db.begin()
-        await db.execute(insert_session, insert_session.args(params))
-        await db.execute(upsert, upsert_args)
         await db.execute(delete_items, delete_items.args(params))
+        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
         # In chunks: SQLite takes at most 32,766 parameters per statement.
         for start in range(0, len(items), ITEMS_PER_STATEMENT):
             chunk = items[start : start + ITEMS_PER_STATEMENT]
@@ -310,21 +324,44 @@ class MetadataStore(Generic[ModelT]):
                 chunk_params[f"ivh{index}"] = value_hash
                 chunk_params[f"ih{index}"] = item
             await db.execute(insert_items, insert_items.args(chunk_params))
-        await db.commit()
+
+    async def _claim(self, session_id: str, rows: list[EncodedValue]) -> None:
+        """Store ``rows`` for the keys the session lacks, leaving stored keys alone."""
+        await self._ensure_tables()
+        await retrying(lambda: self._claim_once(session_id, rows))
+
+    async def _claim_once(self, session_id: str, rows: list[EncodedValue]) -> None:
+        statements = self.statements
+        claim = statements.claim(len(rows))
+        args = claim.args(statements.spelling.row_params(session_id, rows))
+        async with self._connect(session_id) as db:
+            if statements.upsert_creates_session:
+                await db.execute(claim, args)
+                return
+            await db.begin()
+            await self._insert_session(db, session_id)
+            await db.execute(claim, args)
+            await db.commit()
+
+    async def _read(self, session_id: str, keys: list[str] | None) -> ModelT:
+        return self._decode(session_id, await self._rows(session_id, keys))
 
     async def _rows(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
+        """The stored (key, value) rows of one session."""
         await self._ensure_tables()
+        return await retrying(lambda: self._rows_once(session_id, keys))
+
+    async def _rows_once(
+        self, session_id: str, keys: list[str] | None
+    ) -> list[tuple[str, str]]:
         statement = self.statements.select_values(None if keys is None else len(keys))
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
             params.update(self.statements.spelling.key_params(keys))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
+        async with self._connect(session_id) as db:
             rows = await db.fetch(statement, statement.args(params))
             await db.end_read()
         return [(key, value) for key, value in rows]
-
-    async def _read(self, session_id: str, keys: list[str] | None) -> ModelT:
-        return self._decode(session_id, await self._rows(session_id, keys))
 
     def _decode(self, session_id: str, rows: list[tuple[str, str]]) -> ModelT:
         invalid: list[str] = []
@@ -342,11 +379,14 @@ class MetadataStore(Generic[ModelT]):
 
     async def _delete(self, session_id: str, keys: list[str] | None) -> None:
         await self._ensure_tables()
+        await retrying(lambda: self._delete_once(session_id, keys))
+
+    async def _delete_once(self, session_id: str, keys: list[str] | None) -> None:
         statement = self.statements.delete_values(None if keys is None else len(keys))
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
             params.update(self.statements.spelling.key_params(keys))
-        async with connect(self.engine, self._driver, session_id=session_id) as db:
+        async with self._connect(session_id) as db:
             await db.execute(statement, statement.args(params))
             await db.end_write()
 
@@ -366,18 +406,53 @@ class BoundMetadata(Generic[ModelT]):
     def __repr__(self) -> str:
         return f"BoundMetadata({self.store.spec.name}, session_id={self.session_id!r})"
 
-    async def set_metadata(self, values: ModelT | Mapping[str, Any]) -> None:
+    async def set_metadata(
+        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
+    ) -> None:
         """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
 
         Everything is validated before any I/O: a bad value raises
         :class:`pydantic.ValidationError` naming every bad field, an unknown key
         :class:`~sessionmeta.UnknownKeyError`, and then nothing is written. The
         session row is created when missing; other keys are left as they are.
+        With ``expected_version`` (from :meth:`get_metadata_versioned`) the write
+        happens only if the session has not changed since: otherwise
+        :class:`~sessionmeta.ConflictError`, and nothing is written.
         """
+        if expected_version is not None and not isinstance(expected_version, str):
+            raise TypeError(
+                "expected_version must be the .version string of get_metadata_versioned(), "
+                f"not {type(expected_version).__name__}"
+            )
         spec = self.store.spec
         rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
-        if rows:
+        if expected_version is not None:
+            await set_if_version(self.store, self.session_id, rows, expected_version)
+        elif rows:
             await self.store._write(self.session_id, rows)
+
+    async def get_metadata_versioned(self, keys: Iterable[str] | None = None) -> Versioned[ModelT]:
+        """:meth:`get_metadata`, with the session's version for a conditional ``set_metadata``.
+
+        The version covers every key the model declares, whichever ``keys`` were read.
+        """
+        resolved = self.store.spec.resolve_keys(keys, session_id=self.session_id)
+        return await read_versioned(self.store, self.session_id, resolved)
+
+    async def add_to(self, key: str, *items: Any) -> None:
+        """Add ``items`` to the list or set field ``key`` atomically: concurrent adds all land.
+
+        A list gains the items at its end, a set their union; a missing value
+        counts as empty. Items are validated as the field's type before any I/O.
+        """
+        await change_items(self.store, self.session_id, key, items, "add")
+
+    async def remove_from(self, key: str, *items: Any) -> None:
+        """Remove ``items`` from the list or set field ``key`` atomically.
+
+        A list loses every occurrence of each item; items not present are ignored.
+        """
+        await change_items(self.store, self.session_id, key, items, "remove")
 
     async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
         """The stored metadata as the model; missing keys read as their defaults.

@@ -1,0 +1,25 @@
+"""Add sessionmeta's metadata table beside the Agents SDK's tables.
+
+Revision ID: 0001_sessionmeta
+Revises:
+Create Date: 2026-11-25
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from sessionmeta import migrations
+
+revision = "0001_sessionmeta"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    migrations.upgrade(op)
+
+
+def downgrade() -> None:
+    migrations.downgrade(op)

@@ -1,0 +1,279 @@
+"""Scanning every stored row against a model: which rows a model change would break.
+
+The scan streams the metadata table in primary-key order with keyset batches
+(rows after the last (session_id, key) seen, ``ORDER BY session_id, key LIMIT n``):
+each batch is one short read, no transaction or cursor stays open, and memory
+holds one batch plus a bounded number of examples, whatever the table's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import bindparam, func, or_, select
+
+from ._codec import object_text
+from ._driver import connect, driver_class
+from ._model import ModelSpec, SessionMeta
+from ._statements import CompiledStatement, compile_statement
+from ._store import MetadataStore
+
+__all__ = [
+    "CheckReport",
+    "InvalidValue",
+    "KeyStats",
+    "SessionCheck",
+    "check_store",
+    "count_stored_rows",
+    "read_session_rows",
+    "validate_session_rows",
+]
+
+DEFAULT_BATCH_SIZE = 5_000
+DEFAULT_MAX_EXAMPLES = 100
+# Stands for a failure no single key explains: a model validator rejecting keys together.
+WHOLE_MODEL = "*"
+
+
+@dataclass(frozen=True)
+class InvalidValue:
+    """A stored value the model would refuse on read."""
+
+    session_id: str
+    key: str
+    stored_text: str
+    reason: str
+
+
+@dataclass
+class KeyStats:
+    """What the scan saw of one stored key."""
+
+    key: str
+    declared: bool
+    rows: int = 0
+    invalid: int = 0
+    # The first few sessions that hold this key, when the model does not declare it.
+    example_sessions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    """The result of :func:`check_store`; ``ok`` when every stored row would read."""
+
+    model_name: str
+    rows: int = 0
+    sessions: int = 0
+    keys: dict[str, KeyStats] = field(default_factory=dict)
+    invalid_total: int = 0
+    # At most ``max_examples`` of them: the counts in ``keys`` are complete.
+    invalid: list[InvalidValue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.invalid_total == 0
+
+    @property
+    def undeclared(self) -> list[KeyStats]:
+        return [stats for stats in self.keys.values() if not stats.declared]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary, as ``sessionmeta check --json`` prints it."""
+        return {
+            "model": self.model_name,
+            "ok": self.ok,
+            "rows": self.rows,
+            "sessions": self.sessions,
+            "invalid_total": self.invalid_total,
+            "invalid": [
+                {
+                    "session_id": item.session_id,
+                    "key": item.key,
+                    "stored_text": item.stored_text,
+                    "reason": item.reason,
+                }
+                for item in self.invalid
+            ],
+            "undeclared_keys": {
+                stats.key: {"rows": stats.rows, "example_sessions": stats.example_sessions}
+                for stats in self.undeclared
+            },
+            "keys": {
+                key: {"declared": stats.declared, "rows": stats.rows, "invalid": stats.invalid}
+                for key, stats in sorted(self.keys.items())
+            },
+        }
+
+
+class _Scanner:
+    """Validates the rows of one session at a time and tallies the outcome."""
+
+    def __init__(self, spec: ModelSpec[Any], max_examples: int) -> None:
+        self.spec = spec
+        self.max_examples = max_examples
+        self.report = CheckReport(spec.name)
+
+    def _stats(self, key: str) -> KeyStats:
+        stats = self.report.keys.get(key)
+        if stats is None:
+            stats = self.report.keys[key] = KeyStats(key, declared=key in self.spec.fields)
+        return stats
+
+    def _fail(self, session_id: str, key: str, text: str, reason: str) -> None:
+        self.report.invalid_total += 1
+        self._stats(key).invalid += 1
+        if len(self.report.invalid) < self.max_examples:
+            self.report.invalid.append(InvalidValue(session_id, key, text, reason))
+
+    def session(self, session_id: str, rows: list[tuple[str, str]]) -> None:
+        report = self.report
+        report.sessions += 1
+        report.rows += len(rows)
+        known: list[tuple[str, str]] = []
+        for key, value in rows:
+            stats = self._stats(key)
+            stats.rows += 1
+            if stats.declared:
+                known.append((key, value))
+            elif len(stats.example_sessions) < self.max_examples:
+                stats.example_sessions.append(session_id)
+        checked = validate_session_rows(self.spec, session_id, known)
+        if checked.invalid:
+            texts = dict(known)
+            for key, reason in checked.invalid.items():
+                self._fail(session_id, key, texts.get(key, object_text(known)), reason)
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """One session's rows validated: the model as a lenient read returns it, and what failed."""
+
+    model: SessionMeta
+    # Reason per failing key; WHOLE_MODEL when each key fits alone but not together.
+    invalid: dict[str, str]
+
+
+def _reason(exc: ValidationError) -> str:
+    return "; ".join(error["msg"] for error in exc.errors())
+
+
+def validate_session_rows(
+    spec: ModelSpec[Any], session_id: str, rows: list[tuple[str, str]]
+) -> SessionCheck:
+    """Validate one session's stored ``(key, value)`` rows as a read would; undeclared keys
+    are ignored. Never raises for a stored value: failures are returned."""
+    known = [(key, value) for key, value in rows if key in spec.fields]
+    model = spec.model
+    try:
+        # The same one-document validation a read does; per key only when it fails.
+        return SessionCheck(model.model_validate_json(object_text(known)), {})
+    except ValidationError:
+        pass
+    invalid: dict[str, str] = {}
+    kept: list[tuple[str, str]] = []
+    for key, value in known:
+        try:
+            model.model_validate_json(object_text([(key, value)]))
+        except ValidationError as exc:
+            invalid[key] = _reason(exc)
+        else:
+            kept.append((key, value))
+    try:
+        return SessionCheck(model.model_validate_json(object_text(kept)), invalid)
+    except ValidationError as exc:
+        # A model validator refuses the keys together: no single key is to blame.
+        return SessionCheck(model(), {**invalid, WHOLE_MODEL: _reason(exc)})
+
+
+async def read_session_rows(store: MetadataStore[Any], session_id: str) -> list[tuple[str, str]]:
+    """Every stored ``(key, value)`` row of one session, declared by the model or not."""
+    statement = store.statements.select_values(None)
+    async with connect(store.engine, driver_class(store.engine), session_id=session_id) as db:
+        rows = await db.fetch(statement, statement.args({"session_id": session_id}))
+        await db.end_read()
+    return sorted((key, value) for key, value in rows)
+
+
+def _statements(store: MetadataStore[Any], batch_size: int) -> tuple[CompiledStatement, ...]:
+    values = store.tables.values
+    columns = select(values.c.session_id, values.c.key, values.c.value)
+    order = (values.c.session_id, values.c.key)
+    first = columns.order_by(*order).limit(batch_size)
+    after = (
+        # Spelled out rather than as a row comparison: MariaDB scans the whole index
+        # for `(a, b) > (x, y)`, while `a >= x` is a range on every database.
+        columns.where(
+            values.c.session_id >= bindparam("after_session"),
+            or_(
+                values.c.session_id > bindparam("after_session"),
+                values.c.key > bindparam("after_key"),
+            ),
+        )
+        .order_by(*order)
+        .limit(batch_size)
+    )
+    count = select(func.count()).select_from(values)
+    dialect = store.engine.dialect
+    return tuple(compile_statement(statement, dialect) for statement in (first, after, count))
+
+
+async def count_stored_rows(store: MetadataStore[Any]) -> int:
+    """How many metadata rows the store's table holds (for a progress bar)."""
+    *_, count = _statements(store, 1)
+    async with connect(store.engine, driver_class(store.engine)) as db:
+        ((total,),) = await db.fetch(count, [])
+        await db.end_read()
+    return int(total)
+
+
+async def check_store(
+    store: MetadataStore[Any],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_examples: int = DEFAULT_MAX_EXAMPLES,
+    progress: Callable[[int], None] | None = None,
+) -> CheckReport:
+    """Read every stored row of ``store`` and check it against ``store.model``.
+
+    Reports the values the model would refuse on read (with session id, key and
+    stored text; at most ``max_examples`` listed, all counted), the keys the
+    model no longer declares, and the rows per key. Nothing is written.
+    ``progress`` is called with the number of rows read so far after each batch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+    first, after, _ = _statements(store, batch_size)
+    scanner = _Scanner(store.spec, max_examples)
+    driver = driver_class(store.engine)
+    pending_session: str | None = None
+    pending: list[tuple[str, str]] = []
+    read = 0
+    cursor: tuple[str, str] | None = None
+    while True:
+        async with connect(store.engine, driver) as db:
+            if cursor is None:
+                rows = await db.fetch(first, first.args({}))
+            else:
+                params = {"after_session": cursor[0], "after_key": cursor[1]}
+                rows = await db.fetch(after, after.args(params))
+            await db.end_read()
+        for session_id, key, value in rows:
+            if session_id != pending_session:
+                if pending_session is not None:
+                    scanner.session(pending_session, pending)
+                pending_session, pending = session_id, []
+            pending.append((key, value))
+        read += len(rows)
+        if progress is not None:
+            progress(read)
+        if len(rows) < batch_size:
+            break
+        last = rows[-1]
+        cursor = (last[0], last[1])
+    # The last session's rows may have spanned batches: it is validated only now, whole.
+    if pending_session is not None:
+        scanner.session(pending_session, pending)
+    return scanner.report

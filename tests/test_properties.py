@@ -1,0 +1,79 @@
+"""Property-based round trip: generated values of every supported field type read back equal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sessionmeta import MetadataStore
+
+from .models import AllTypes, Priority, Settings
+
+# A deeper search: SESSIONMETA_HYPOTHESIS_EXAMPLES=2000 pytest tests/test_properties.py
+EXAMPLES_PER_BACKEND = int(os.environ.get("SESSIONMETA_HYPOTHESIS_EXAMPLES", "60"))
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+# Whole-minute offsets: what ISO 8601 text, and so JSON, carries.
+offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | finite_floats | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "text": st.text(),
+    "integer": st.integers(),
+    "number": finite_floats,
+    "flag": st.booleans(),
+    "amount": st.decimals(allow_nan=False, allow_infinity=False),
+    "moment": st.datetimes(timezones=st.none() | offsets),
+    "day": st.dates(),
+    "ident": st.uuids(),
+    "level": st.sampled_from(Priority),
+    "mode": st.sampled_from(["fast", "slow"]),
+    "words": st.lists(st.text(), max_size=5),
+    "numbers": st.sets(st.integers(), max_size=5),
+    "pair": st.tuples(st.integers(), st.text()),
+    "dates": st.lists(st.dates(), max_size=3),
+    "extra": st.dictionaries(st.text(), json_values, max_size=4),
+    "settings": st.builds(Settings, temperature=finite_floats, model=st.text()),
+    "old_name": st.text(),
+    "blob": st.binary(),
+}
+all_types_values = st.fixed_dictionaries(
+    {}, optional={key: st.none() | strategy for key, strategy in FIELDS.items()}
+)
+
+
+@settings(
+    max_examples=EXAMPLES_PER_BACKEND,
+    deadline=None,
+    # One database per backend for all examples; each example writes its own session.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(values=all_types_values)
+async def test_generated_values_round_trip(engine: AsyncEngine, values: dict[str, Any]) -> None:
+    store = MetadataStore(AllTypes, engine, create_tables=True)
+    session_id = f"s{next(_session_numbers)}"
+    meta = store.bind(session_id)
+    await meta.set_metadata(values)
+    read = await meta.get_metadata()
+    written = AllTypes.model_validate(values)
+    assert read.model_fields_set == written.model_fields_set
+    for name in written.model_fields_set:
+        assert getattr(read, name) == getattr(written, name), name
+        if isinstance(getattr(written, name), dt.datetime):
+            assert getattr(read, name).utcoffset() == getattr(written, name).utcoffset()
+
+
+_session_numbers = itertools.count()
