@@ -22,3 +22,14 @@ CREATE TABLE agent_sessions_metadata (
 CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata (`key`, value_hash, session_id);
 
 CREATE INDEX idx_agent_sessions_metadata_key_sort ON agent_sessions_metadata (`key`, sort_key, session_id);
+
+CREATE TABLE agent_sessions_metadata_items (
+	session_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
+	`key` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
+	value_hash VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, 
+	item_hash VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, 
+	CONSTRAINT pk_agent_sessions_metadata_items PRIMARY KEY (session_id, `key`, value_hash, item_hash), 
+	CONSTRAINT fk_agent_sessions_metadata_items FOREIGN KEY(session_id, `key`) REFERENCES agent_sessions_metadata (session_id, `key`) ON DELETE CASCADE
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items (`key`, item_hash, session_id);

@@ -22,3 +22,14 @@ CREATE TABLE agent_sessions_metadata (
 CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata (key, value_hash, session_id);
 
 CREATE INDEX idx_agent_sessions_metadata_key_sort ON agent_sessions_metadata (key, sort_key, session_id);
+
+CREATE TABLE agent_sessions_metadata_items (
+	session_id VARCHAR NOT NULL, 
+	key VARCHAR(255) NOT NULL, 
+	value_hash VARCHAR(32) NOT NULL, 
+	item_hash VARCHAR(32) NOT NULL, 
+	CONSTRAINT pk_agent_sessions_metadata_items PRIMARY KEY (session_id, key, value_hash, item_hash), 
+	CONSTRAINT fk_agent_sessions_metadata_items FOREIGN KEY(session_id, key) REFERENCES agent_sessions_metadata (session_id, key) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items (key, item_hash, session_id);

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,9 @@ def require_server(backend: str) -> None:
     problem = _reachable[backend]
     if problem is not None:
         shown = make_url(POSTGRES_URL if backend == "postgres" else MYSQL_URL)
-        message = f"{backend} at {shown.render_as_string(hide_password=True)} unreachable: {problem}"
+        message = (
+            f"{backend} at {shown.render_as_string(hide_password=True)} unreachable: {problem}"
+        )
         if IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -80,7 +82,10 @@ async def reset_database(engine: AsyncEngine) -> None:
             await connection.execute(text("CREATE SCHEMA public"))
         elif engine.dialect.name in ("mysql", "mariadb"):
             rows = await connection.execute(
-                text("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+                text(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE()"
+                )
             )
             names = [row[0] for row in rows]
             if names:
@@ -100,9 +105,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+def db_url(backend: str, tmp_path: Path) -> str:
     require_server(backend)
-    yield server_url(backend, tmp_path)
+    return server_url(backend, tmp_path)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import (
+    InvalidSessionIdError,
     MetadataStore,
     ModelDefinitionError,
     SessionMeta,
@@ -33,7 +34,7 @@ async def stored_rows(engine: AsyncEngine, session_id: str) -> dict[str, str]:
             else text('SELECT "key", value FROM agent_sessions_metadata WHERE session_id = :sid'),
             {"sid": session_id},
         )
-        return {key: value for key, value in rows}
+        return dict(rows.all())
 
 
 async def session_rows(engine: AsyncEngine) -> list[str]:
@@ -48,7 +49,9 @@ ALL_VALUES: dict[str, Any] = {
     "number": 0.1,
     "flag": False,
     "amount": Decimal("12.3400"),
-    "moment": dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))),
+    "moment": dt.datetime(
+        2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))
+    ),
     "day": dt.date(1999, 12, 31),
     "ident": uuid.UUID("12345678-1234-5678-1234-567812345678"),
     "level": Priority.HIGH,
@@ -73,7 +76,9 @@ async def test_every_field_type_round_trips(engine: AsyncEngine) -> None:
         assert getattr(read, name) == value, name
         assert type(getattr(read, name)) is type(value), name
     assert read.model_fields_set == set(ALL_VALUES)
-    assert read.moment is not None and read.moment.utcoffset() == dt.timedelta(hours=-3, minutes=-30)
+    assert read.moment is not None and read.moment.utcoffset() == dt.timedelta(
+        hours=-3, minutes=-30
+    )
     assert str(read.amount) == "12.3400"
 
 
@@ -168,7 +173,9 @@ async def test_missing_session_reads_defaults(store: MetadataStore[ChatMeta]) ->
     assert read.model_fields_set == set()
 
 
-async def test_delete_named_keys_or_all(store: MetadataStore[ChatMeta], engine: AsyncEngine) -> None:
+async def test_delete_named_keys_or_all(
+    store: MetadataStore[ChatMeta], engine: AsyncEngine
+) -> None:
     meta = store.bind("s1")
     other = store.bind("s2")
     await meta.set_metadata({"owner_id": "u1", "title": "t", "tags": ["a"]})
@@ -258,7 +265,10 @@ async def test_stored_value_that_no_longer_fits_raises(
     await store.bind("s9").set_metadata({"priority": 1, "title": "t"})
     async with engine.begin() as connection:
         await connection.execute(
-            text("UPDATE agent_sessions_metadata SET value = :v WHERE session_id = 's9' AND value = '1'"),
+            text(
+                "UPDATE agent_sessions_metadata SET value = :v "
+                "WHERE session_id = 's9' AND value = '1'"
+            ),
             {"v": '"urgent"'},
         )
     with pytest.raises(StoredValueError) as caught:
@@ -299,7 +309,9 @@ async def test_concurrent_writers_create_one_session_row(
 
 
 async def test_existing_sessions_table_is_not_altered(engine: AsyncEngine) -> None:
-    session_id_type = "VARCHAR(255) COLLATE utf8mb4_bin" if engine.dialect.name == "mysql" else "VARCHAR"
+    session_id_type = (
+        "VARCHAR(255) COLLATE utf8mb4_bin" if engine.dialect.name == "mysql" else "VARCHAR"
+    )
     async with engine.begin() as connection:
         await connection.execute(
             text(
@@ -372,3 +384,27 @@ async def test_custom_table_names(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         count = await connection.scalar(text("SELECT COUNT(*) FROM chat_meta"))
     assert count == 1
+
+
+async def test_explicit_none_is_stored_and_read_as_set(
+    store: MetadataStore[ChatMeta], engine: AsyncEngine
+) -> None:
+    meta = store.bind("s")
+    await meta.set_metadata({"title": None, "tags": ["a"]})
+    read = await meta.get_metadata()
+    assert read.title is None and read.model_fields_set == {"title", "tags"}
+    assert await stored_rows(engine, "s") == {"title": "null", "tags": '["a"]'}
+
+
+@pytest.mark.parametrize("session_id", ["", "x" * 256, "nul\x00inside", "lone \udc00"])
+def test_unstorable_session_ids_are_refused(
+    store: MetadataStore[ChatMeta], session_id: str
+) -> None:
+    with pytest.raises(InvalidSessionIdError):
+        store.bind(session_id)
+
+
+async def test_non_ascii_session_ids_round_trip(store: MetadataStore[ChatMeta]) -> None:
+    session_id = "séance-会话-🙂-" + "x" * 200
+    await store.bind(session_id).set_metadata({"title": "t"})
+    assert await store.find_sessions_by_metadata("title", "t") == [session_id]

@@ -26,7 +26,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from ._model import ModelSpec, ModelT
 from .errors import StoredValueError
 
-__all__ = ["EncodedValue", "decode_rows", "encode_model", "encode_value", "sort_key"]
+__all__ = [
+    "EncodedValue",
+    "decode_rows",
+    "encode_model",
+    "encode_value",
+    "item_hashes",
+    "json_text",
+    "sort_key",
+]
 
 SORT_KEY_LENGTH = 200
 _EXPONENT_BIAS = 50_000
@@ -42,6 +50,21 @@ class EncodedValue:
     value: str
     value_hash: str
     sort_key: str | None
+    # For list and set fields: the hashes of the distinct elements, which serve
+    # ``contains`` through the items table; ``None`` for other fields.
+    items: tuple[str, ...] | None = None
+
+
+def json_text(json_value: Any) -> str:
+    """The canonical JSON text of a JSON-ready value: what is stored and hashed."""
+    return _JSON.encode(json_value)
+
+
+def item_hashes(json_value: Any) -> tuple[str, ...]:
+    """The hashes of the distinct elements of a JSON array (none for ``null``)."""
+    if not isinstance(json_value, list):
+        return ()
+    return tuple(sorted({value_hash(json_text(element)) for element in json_value}))
 
 
 def value_hash(text: str) -> str:
@@ -119,16 +142,24 @@ def sort_key(value: Any) -> str | None:
 
 def _unstorable(key: str, value: Any, reason: str) -> InitErrorDetails:
     return {
-        "type": PydanticCustomError("unstorable_value", "Value cannot be stored: {reason}", {"reason": reason}),
+        "type": PydanticCustomError(
+            "unstorable_value", "Value cannot be stored: {reason}", {"reason": reason}
+        ),
         "loc": (key,),
         "input": value,
     }
 
 
-def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any) -> EncodedValue | InitErrorDetails:
+def encode_value(
+    spec: ModelSpec[Any], key: str, python_value: Any, json_value: Any
+) -> EncodedValue | InitErrorDetails:
     """Encode one validated value, or describe why it cannot be stored unchanged."""
+    if isinstance(python_value, (set, frozenset)) and isinstance(json_value, list):
+        # A set's iteration order varies between processes (string hashing is
+        # salted): sort it, so equal sets store equal text and equal hashes.
+        json_value = sorted(json_value, key=json_text)
     try:
-        text = _JSON.encode(json_value)
+        text = json_text(json_value)
         data = text.encode("utf-8")
     except ValueError as exc:
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
@@ -138,12 +169,15 @@ def encode_value(spec: ModelSpec[Any], key: str, python_value: Any, json_value: 
         try:
             read_back = field.adapter.validate_json(text)
         except ValidationError as exc:
-            return _unstorable(key, python_value, f"it does not read back: {exc.errors()[0]['msg']}")
+            return _unstorable(
+                key, python_value, f"it does not read back: {exc.errors()[0]['msg']}"
+            )
         if read_back != python_value:
             return _unstorable(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
             )
-    return EncodedValue(key, text, _digest(data), sort_key(python_value))
+    items = item_hashes(json_value) if field.kind == "collection" else None
+    return EncodedValue(key, text, _digest(data), sort_key(python_value), items)
 
 
 def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValue]:

@@ -160,7 +160,11 @@ class _Aiosqlite(Driver):
 
 
 class _MySQL(Driver):
-    """aiomysql and asyncmy share one cursor API."""
+    """aiomysql and asyncmy share one cursor API.
+
+    Without autocommit a read opens a REPEATABLE READ snapshot; the pool's
+    rollback on return ends it, so reads need no statement of their own.
+    """
 
     _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
 
@@ -182,10 +186,6 @@ class _MySQL(Driver):
         await self.connection.commit()
 
     async def rollback(self) -> None:
-        await self.connection.rollback()
-
-    async def end_read(self) -> None:
-        # Without autocommit, a read opens a REPEATABLE READ snapshot; end it.
         await self.connection.rollback()
 
     @staticmethod
@@ -245,8 +245,7 @@ async def connect(
         pooled: PoolProxiedConnection = await engine.raw_connection()
     except Exception as exc:
         raise DatabaseError(
-            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
-            f"{describe(exc)}",
+            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {describe(exc)}",
             session_id=session_id,
         ) from exc
     wrapped = driver(pooled.driver_connection)

@@ -10,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from ._fieldtypes import FieldKind, field_kind
 from .errors import InvalidSessionIdError, ModelDefinitionError, UnknownKeyError
 
 __all__ = [
@@ -58,6 +59,8 @@ class FieldSpec:
     # Values of this type may change when passed through JSON (Any, nested models):
     # each write is read back and compared before it is stored.
     verify_round_trip: bool
+    # What queries may do with the field: ranges, ordering, ``contains``.
+    kind: FieldKind = "other"
 
 
 def _mentions_loose_type(annotation: Any) -> bool:
@@ -71,7 +74,8 @@ def _mentions_loose_type(annotation: Any) -> bool:
 def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
     annotation: Any = info.annotation
     if info.metadata:
-        annotation = typing.Annotated[(annotation, *info.metadata)]
+        # Field constraints (max_length, ge, ...) live in the metadata, not the annotation.
+        annotation = typing.Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return TypeAdapter(annotation)
     return TypeAdapter(annotation, config=SessionMeta.model_config)
@@ -82,9 +86,7 @@ class ModelSpec(Generic[ModelT]):
 
     def __init__(self, model: type[ModelT]) -> None:
         if not (isinstance(model, type) and issubclass(model, SessionMeta)):
-            raise ModelDefinitionError(
-                f"{model!r} is not a subclass of sessionmeta.SessionMeta"
-            )
+            raise ModelDefinitionError(f"{model!r} is not a subclass of sessionmeta.SessionMeta")
         self.model = model
         self.name = model.__name__
         self.fields: dict[str, FieldSpec] = {}
@@ -108,6 +110,7 @@ class ModelSpec(Generic[ModelT]):
                 key=key,
                 adapter=_field_adapter(info),
                 verify_round_trip=_mentions_loose_type(info.annotation),
+                kind=field_kind(info.annotation),
             )
             self.fields[key] = spec
             self._by_any_name[key] = spec
@@ -146,9 +149,7 @@ class ModelSpec(Generic[ModelT]):
         """Validate what a caller wants written; the result's set fields are what to write."""
         if isinstance(values, BaseModel):
             if not isinstance(values, self.model):
-                raise TypeError(
-                    f"expected a {self.name} or a mapping, got {type(values).__name__}"
-                )
+                raise TypeError(f"expected a {self.name} or a mapping, got {type(values).__name__}")
             given = {name: getattr(values, name) for name in values.model_fields_set}
         elif isinstance(values, Mapping):
             given = dict(values)

@@ -70,6 +70,8 @@ class Tables:
     metadata: MetaData
     sessions: Table
     values: Table
+    # One row per distinct element of a list or set value: serves ``contains``.
+    items: Table
 
 
 def build_tables(sessions_table: str, metadata_table: str) -> Tables:
@@ -135,7 +137,49 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-    return Tables(metadata, sessions, values)
+    items = _items_table(metadata, metadata_table)
+    return Tables(metadata, sessions, values, items)
+
+
+def _hash_type() -> TypeEngine[str]:
+    return _mysql_variant(String(32), mysql.VARCHAR(32, charset="ascii", collation="ascii_bin"))
+
+
+def _items_table(metadata: MetaData, metadata_table: str) -> Table:
+    """The elements of list and set values, so ``contains`` is an index lookup everywhere.
+
+    MariaDB has no multi-valued JSON index and SQLite no array index, so each
+    element's hash gets a row. ``value_hash`` names the value the element came
+    from: a query joins it to the current value, so an element left behind by a
+    lost race between two writers of the same key can never match.
+    """
+    name = f"{metadata_table}_items"
+    return Table(
+        name,
+        metadata,
+        Column("session_id", _session_id_type(), nullable=False),
+        Column(
+            "key",
+            _mysql_variant(
+                String(MAX_KEY_LENGTH),
+                mysql.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+            ),
+            nullable=False,
+        ),
+        Column("value_hash", _hash_type(), nullable=False),
+        Column("item_hash", _hash_type(), nullable=False),
+        PrimaryKeyConstraint("session_id", "key", "value_hash", "item_hash", name=f"pk_{name}"),
+        ForeignKeyConstraint(
+            ["session_id", "key"],
+            [f"{metadata_table}.session_id", f"{metadata_table}.key"],
+            ondelete="CASCADE",
+            name=f"fk_{name}",
+        ),
+        Index(f"ix_{name}", "key", "item_hash", "session_id"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
 
 
 def dialect_named(name: str) -> Dialect:

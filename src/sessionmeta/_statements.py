@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, bindparam, delete, func, select
+from sqlalchemy import ClauseElement, ColumnElement, Text, bindparam, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
 from ._codec import EncodedValue
@@ -38,7 +39,9 @@ class CompiledStatement:
 
 
 def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
+    assert isinstance(statement, ClauseElement)
     compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
     names = tuple(compiled.positiontup or ())
     defaults = {name: compiled.binds[name].value for name in names if name in compiled.binds}
     return CompiledStatement(str(compiled), names, defaults)
@@ -80,6 +83,26 @@ class _Dialect:
             params[f"h{index}"] = row.value_hash
             params[f"o{index}"] = row.sort_key
         return params
+
+    def delete_items(self, key_count: int) -> Executable:
+        items = self.tables.items
+        return delete(items).where(
+            items.c.session_id == bindparam("session_id"),
+            items.c.key.in_(_key_params("key", key_count)),
+        )
+
+    def insert_items(self, count: int) -> Executable:
+        return self.tables.items.insert().values(
+            [
+                {
+                    "session_id": bindparam("session_id"),
+                    "key": bindparam(f"ik{index}"),
+                    "value_hash": bindparam(f"ivh{index}"),
+                    "item_hash": bindparam(f"ih{index}"),
+                }
+                for index in range(count)
+            ]
+        )
 
     def _rows(self, count: int) -> list[dict[str, Any]]:
         return [
@@ -144,15 +167,56 @@ class _PostgreSQL(_Dialect):
                 "sort_key": insert.excluded.sort_key,
                 "updated_at": func.current_timestamp(),
             },
-        ).add_cte(new_session)
+        ).add_cte(new_session, *self._item_ctes())
+
+    def _item_ctes(self) -> list[Any]:
+        """Keep the items table in step within the same statement.
+
+        Deleted rows are those of an older value (another value hash), inserted
+        rows those of the new one: the two sets never meet, so the order in which
+        PostgreSQL runs the sub-statements does not matter.
+        """
+        items = self.tables.items
+        text_array = postgresql.ARRAY(Text)
+        session_id = bindparam("session_id", type_=items.c.session_id.type)
+        gone = delete(items).where(
+            items.c.session_id == session_id,
+            items.c.key == func.any(bindparam("collection_keys", type_=text_array)),
+            items.c.value_hash != func.all(bindparam("collection_hashes", type_=text_array)),
+        )
+        rows = (
+            func.unnest(
+                bindparam("item_keys", type_=text_array),
+                bindparam("item_value_hashes", type_=text_array),
+                bindparam("item_hashes", type_=text_array),
+            )
+            .table_valued("key", "value_hash", "item_hash")
+            .render_derived(name="new_item_rows")
+        )
+        added = (
+            postgresql.insert(items)
+            .from_select(
+                ["session_id", "key", "value_hash", "item_hash"],
+                select(session_id, rows.c.key, rows.c.value_hash, rows.c.item_hash),
+            )
+            .on_conflict_do_nothing()
+        )
+        return [gone.cte("gone_items"), added.cte("new_items")]
 
     def upsert_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
+        collections = [row for row in rows if row.items is not None]
+        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
         return {
             "session_id": session_id,
             "keys": [row.key for row in rows],
             "vals": [row.value for row in rows],
             "hashes": [row.value_hash for row in rows],
             "sort_keys": [row.sort_key for row in rows],
+            "collection_keys": [row.key for row in collections],
+            "collection_hashes": [row.value_hash for row in collections],
+            "item_keys": [key for key, _, _ in items],
+            "item_value_hashes": [value_hash for _, value_hash, _ in items],
+            "item_hashes": [item for _, _, item in items],
         }
 
 
@@ -182,9 +246,7 @@ class _MySQL(_Dialect):
         # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
         sessions = self.tables.sessions
         insert = mysql.insert(sessions).values(session_id=bindparam("session_id"))
-        return insert.on_duplicate_key_update(  # type: ignore[attr-defined,no-any-return]
-            session_id=sessions.c.session_id
-        )
+        return insert.on_duplicate_key_update(session_id=sessions.c.session_id)
 
     def upsert(self, count: int) -> Executable:
         insert: Insert = mysql.insert(self.tables.values).values(self._rows(count))
@@ -230,6 +292,14 @@ class Statements:
         # PostgreSQL's statement takes arrays: one shape for any count.
         shape = 0 if self.spelling.upsert_creates_session else count
         return self._compiled("upsert", shape, lambda: self.spelling.upsert(count))
+
+    def delete_items(self, key_count: int) -> CompiledStatement:
+        """Where the upsert does not keep items in step: drop the items of rewritten keys."""
+        build = lambda: self.spelling.delete_items(key_count)  # noqa: E731
+        return self._compiled("delete_items", key_count, build)
+
+    def insert_items(self, count: int) -> CompiledStatement:
+        return self._compiled("insert_items", count, lambda: self.spelling.insert_items(count))
 
     def select_values(self, key_count: int | None) -> CompiledStatement:
         values = self.tables.values

@@ -6,23 +6,31 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ._codec import EncodedValue, decode_rows, encode_model
-from ._driver import connect, driver_class
+from ._driver import Driver, connect, driver_class
+from ._filters import FilterArg, OrderArg
 from ._model import HasSessionId, ModelSpec, ModelT, check_session_id
+from ._page import Page, SessionListing
 from ._schema import build_tables
-from ._statements import statements_for
+from ._search import Searcher
+from ._sql import QuerySQL
+from ._statements import CompiledStatement, statements_for
 from .errors import DatabaseError
+
+if TYPE_CHECKING:
+    from ._scoped import ScopedStore
 
 __all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
 
 logger = logging.getLogger("sessionmeta")
 
 OnInvalid = Literal["raise", "default"]
+ITEMS_PER_STATEMENT = 500
 
 
 class MetadataStore(Generic[ModelT]):
@@ -59,6 +67,7 @@ class MetadataStore(Generic[ModelT]):
         self._tables_pending = create_tables
         self._tables_lock = asyncio.Lock()
         self._owns_engine = False
+        self._search: Searcher[ModelT] = Searcher(self, QuerySQL(engine.dialect, self.tables))
 
     @classmethod
     def from_url(
@@ -148,6 +157,57 @@ class MetadataStore(Generic[ModelT]):
             await db.end_read()
         return [session_id for (session_id,) in rows]
 
+    async def find_sessions(
+        self,
+        *filters: FilterArg,
+        order_by: OrderArg = "session_id",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[str]:
+        """Ids of the sessions matching every filter, in order, at most ``limit``.
+
+        Filters are conditions (``Condition`` or ``field(...)`` expressions), groups
+        from :func:`all_of`/:func:`any_of`, mappings of keys to values (equality),
+        or lists of those. ``order_by`` is ``"session_id"`` (default), ``"created_at"``,
+        ``"updated_at"`` or a metadata key, with ``-`` in front for descending, or an
+        :class:`OrderBy`. The page's ``next_cursor``, passed back as ``cursor``,
+        continues after its last session. Everything is checked before any I/O.
+        """
+        return await self._search.find(filters, order_by=order_by, limit=limit, cursor=cursor)
+
+    async def list_sessions(
+        self,
+        *filters: FilterArg,
+        order_by: OrderArg = "session_id",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SessionListing[ModelT]]:
+        """Like :meth:`find_sessions`, with each session's typed metadata, in one query."""
+        return await self._search.listing(filters, order_by=order_by, limit=limit, cursor=cursor)
+
+    async def count_sessions(self, *filters: FilterArg) -> int:
+        """How many sessions match every filter (all sessions when none are given)."""
+        return await self._search.count(filters)
+
+    async def get_many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
+        """The metadata of several sessions in one query, keyed by session id.
+
+        Every requested id is in the result; a session with nothing stored reads
+        as the model's defaults, as :meth:`BoundMetadata.get_metadata` does.
+        """
+        return await self._search.many(sessions)
+
+    def scoped(self, **scope: Any) -> ScopedStore[ModelT]:
+        """A view that only sees sessions whose given keys hold the given values.
+
+        ``store.scoped(owner_id="u1")``: its finds, listings, counts and bulk reads
+        only return that tenant's sessions, and its ``bind`` refuses another
+        tenant's session with :class:`~sessionmeta.SessionNotInScopeError`.
+        """
+        from ._scoped import ScopedStore
+
+        return ScopedStore(self, scope)
+
     async def _write(self, session_id: str, rows: list[EncodedValue]) -> None:
         await self._ensure_tables()
         statements = self.statements
@@ -156,6 +216,10 @@ class MetadataStore(Generic[ModelT]):
         async with connect(self.engine, self._driver, session_id=session_id) as db:
             if statements.upsert_creates_session:
                 await db.execute(upsert, args)
+                return
+            collections = [row for row in rows if row.items is not None]
+            if collections:
+                await self._write_with_items(db, session_id, upsert, args, collections)
                 return
             # Most writes go to a session that exists: try the one statement first.
             try:
@@ -172,7 +236,38 @@ class MetadataStore(Generic[ModelT]):
             await db.execute(upsert, args)
             await db.commit()
 
-    async def _read(self, session_id: str, keys: list[str] | None) -> ModelT:
+    async def _write_with_items(
+        self,
+        db: Driver,
+        session_id: str,
+        upsert: CompiledStatement,
+        upsert_args: list[Any],
+        collections: list[EncodedValue],
+    ) -> None:
+        """Values and the elements of list and set values, in one transaction."""
+        statements = self.statements
+        insert_session = statements.insert_session()
+        delete_items = statements.delete_items(len(collections))
+        params: dict[str, Any] = {"session_id": session_id}
+        params.update({f"key{index}": row.key for index, row in enumerate(collections)})
+        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
+        await db.begin()
+        await db.execute(insert_session, insert_session.args(params))
+        await db.execute(upsert, upsert_args)
+        await db.execute(delete_items, delete_items.args(params))
+        # In chunks: SQLite takes at most 32,766 parameters per statement.
+        for start in range(0, len(items), ITEMS_PER_STATEMENT):
+            chunk = items[start : start + ITEMS_PER_STATEMENT]
+            insert_items = statements.insert_items(len(chunk))
+            chunk_params: dict[str, Any] = {"session_id": session_id}
+            for index, (key, value_hash, item) in enumerate(chunk):
+                chunk_params[f"ik{index}"] = key
+                chunk_params[f"ivh{index}"] = value_hash
+                chunk_params[f"ih{index}"] = item
+            await db.execute(insert_items, insert_items.args(chunk_params))
+        await db.commit()
+
+    async def _rows(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
         await self._ensure_tables()
         statement = self.statements.select_values(None if keys is None else len(keys))
         params: dict[str, Any] = {"session_id": session_id}
@@ -181,13 +276,15 @@ class MetadataStore(Generic[ModelT]):
         async with connect(self.engine, self._driver, session_id=session_id) as db:
             rows = await db.fetch(statement, statement.args(params))
             await db.end_read()
+        return [(key, value) for key, value in rows]
+
+    async def _read(self, session_id: str, keys: list[str] | None) -> ModelT:
+        return self._decode(session_id, await self._rows(session_id, keys))
+
+    def _decode(self, session_id: str, rows: list[tuple[str, str]]) -> ModelT:
         invalid: list[str] = []
         result = decode_rows(
-            self.spec,
-            session_id,
-            [(key, value) for key, value in rows],
-            on_invalid=self.on_invalid,
-            invalid_keys=invalid,
+            self.spec, session_id, rows, on_invalid=self.on_invalid, invalid_keys=invalid
         )
         for key in invalid:
             logger.warning(

@@ -9,6 +9,8 @@ from __future__ import annotations
 __all__ = [
     "ConflictError",
     "DatabaseError",
+    "FilterError",
+    "InvalidCursorError",
     "InvalidSessionIdError",
     "ModelDefinitionError",
     "SessionMetaError",
@@ -69,6 +71,14 @@ class StoredValueError(SessionMetaError, ValueError):
             f"session {session_id!r}, key {key!r}: stored value {shown!r} "
             f"does not fit the model: {reason}"
         )
+
+
+class FilterError(SessionMetaError, ValueError):
+    """A query asks what its field cannot answer: an unknown operator, a range on a list."""
+
+
+class InvalidCursorError(SessionMetaError, ValueError):
+    """A page cursor is malformed, or was made by a query with another order."""
 
 
 class SessionNotInScopeError(SessionMetaError, PermissionError):

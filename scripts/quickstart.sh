@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the quickstart example on an embedded SQLite file. Sets up .venv on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SESSIONMETA_EXTRAS="${SESSIONMETA_EXTRAS:-dev,postgres,mysql,agents}"
+source scripts/_venv.sh
+exec "$venv/bin/python" examples/quickstart.py "$@"

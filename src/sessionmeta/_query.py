@@ -1,0 +1,317 @@
+"""Turning filters and an order into a checked query plan: no database, no I/O.
+
+Every value is validated through its field's type and encoded with the codec
+that wrote it, so a filter compares hashes and sort keys exactly as stored.
+Errors (unknown key, operator that does not fit the field, bad value, bad
+cursor) are raised here, before any I/O. ``_sql`` turns a plan into SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._codec import encode_model, item_hashes
+from ._filters import (
+    OPERATORS,
+    AllOf,
+    AnyOf,
+    Condition,
+    Filter,
+    FilterArg,
+    OrderArg,
+    OrderBy,
+    _flatten,
+)
+from ._model import FieldSpec, ModelSpec
+from .errors import FilterError, InvalidCursorError
+
+__all__ = [
+    "SESSION_COLUMNS",
+    "Leaf",
+    "Node",
+    "Order",
+    "Plan",
+    "decode_cursor",
+    "encode_cursor",
+    "plan_query",
+    "resolve_filters",
+    "resolve_order",
+]
+
+SESSION_COLUMNS = ("session_id", "created_at", "updated_at")
+_RANGE_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_NEGATIONS = {"ne": "eq", "not_in": "in", "missing": "exists"}
+# Which positive condition best drives a query from its index: the most selective first.
+_DRIVER_PREFERENCE = {"eq": 0, "contains": 1, "in": 2, "range": 3, "exists": 4}
+
+LeafKind = Literal["eq", "in", "range", "contains", "exists"]
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One checked condition: ``key`` and values are names of query parameters."""
+
+    kind: LeafKind
+    negated: bool
+    key_param: str
+    value_params: tuple[str, ...] = ()
+    # For ranges: the SQL comparison operator.
+    comparison: str = ""
+    # For ``in`` on dialects that take an array: one parameter holds the list.
+    as_array: bool = False
+
+    def shape(self) -> tuple[Any, ...]:
+        return (self.kind, self.negated, len(self.value_params), self.comparison, self.as_array)
+
+
+@dataclass(frozen=True)
+class Group:
+    """AND (``any_=False``) or OR of nodes; an empty AND is true, an empty OR false."""
+
+    any_: bool
+    nodes: tuple[Node, ...]
+
+    def shape(self) -> tuple[Any, ...]:
+        return ("or" if self.any_ else "and", tuple(node.shape() for node in self.nodes))
+
+
+Node = Leaf | Group
+
+
+@dataclass(frozen=True)
+class Order:
+    """``column`` is a session column, or ``"meta"`` with the key in parameter ``order_key``."""
+
+    column: Literal["session_id", "created_at", "updated_at", "meta"]
+    descending: bool
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked query: the driving condition (if any), the rest, the order, the parameters."""
+
+    driver: Leaf | None
+    rest: Group
+    order: Order
+    after: bool
+    params: dict[str, Any]
+
+    def shape(self) -> tuple[Any, ...]:
+        driver = self.driver.shape() if self.driver else None
+        order = (self.order.column, self.order.descending)
+        return (driver, self.rest.shape(), order, self.after)
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return name
+
+
+def _encoded_hash(spec: ModelSpec[Any], field: FieldSpec, value: Any) -> str:
+    (row,) = encode_model(spec, spec.validate_values({field.key: value}))
+    return row.value_hash
+
+
+def _encoded_sort_key(spec: ModelSpec[Any], field: FieldSpec, value: Any) -> str:
+    if value is None:
+        raise FilterError(f"key {field.key!r}: cannot compare with None; use 'missing' or 'eq'")
+    (row,) = encode_model(spec, spec.validate_values({field.key: value}))
+    if row.sort_key is None:
+        raise FilterError(f"key {field.key!r}: value {value!r} has no order")
+    return row.sort_key
+
+
+def _encoded_item(spec: ModelSpec[Any], field: FieldSpec, element: Any) -> str:
+    # Validated as a one-element collection of the field's type, so the element is
+    # coerced and serialized exactly as elements of stored values are.
+    validated = spec.validate_values({field.key: [element]})
+    json_value = validated.__pydantic_serializer__.to_python(
+        validated, mode="json", include={field.name}, by_alias=True, round_trip=True
+    )[field.key]
+    (item,) = item_hashes(json_value)
+    return item
+
+
+def _values_of(condition: Condition) -> list[Any]:
+    value = condition.value
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise FilterError(
+            f"key {condition.key!r}: {condition.op!r} takes a list of values, got {value!r}"
+        )
+    return list(value)
+
+
+def _leaf(
+    spec: ModelSpec[Any], condition: Condition, params: _Params, arrays: bool
+) -> Node:
+    if not isinstance(condition.op, str) or condition.op not in OPERATORS:
+        raise FilterError(
+            f"key {condition.key!r}: unknown operator {condition.op!r}; "
+            f"use one of {', '.join(sorted(OPERATORS))}"
+        )
+    field = spec.field(condition.key)
+    op: str = condition.op
+    negated = op in _NEGATIONS
+    base = _NEGATIONS.get(op, op)
+    if base in ("exists",):
+        if condition.value is not None:
+            raise FilterError(f"key {field.key!r}: {op!r} takes no value, got {condition.value!r}")
+        return Leaf("exists", negated, params.add(field.key))
+    if base == "eq":
+        hashed = _encoded_hash(spec, field, condition.value)
+        return Leaf("eq", negated, params.add(field.key), (params.add(hashed),))
+    if base == "in":
+        hashes = sorted({_encoded_hash(spec, field, value) for value in _values_of(condition)})
+        if not hashes:
+            # Nothing is in the empty set; everything is outside it.
+            return Group(any_=not negated, nodes=())
+        key_param = params.add(field.key)
+        if arrays:
+            return Leaf("in", negated, key_param, (params.add(hashes),), as_array=True)
+        return Leaf("in", negated, key_param, tuple(params.add(h) for h in _padded(hashes)))
+    if base == "contains":
+        if field.kind != "collection":
+            raise FilterError(
+                f"key {field.key!r}: 'contains' needs a list or set field, "
+                f"not {spec.name}.{field.name}"
+            )
+        item = _encoded_item(spec, field, condition.value)
+        return Leaf("contains", negated, params.add(field.key), (params.add(item),))
+    # gt, ge, lt, le
+    if field.kind != "range":
+        raise FilterError(
+            f"key {field.key!r}: {op!r} needs an int, float, Decimal, date or datetime field; "
+            f"{spec.name}.{field.name} has no such order"
+        )
+    sort_key = _encoded_sort_key(spec, field, condition.value)
+    return Leaf(
+        "range", False, params.add(field.key), (params.add(sort_key),), comparison=_RANGE_OPS[op]
+    )
+
+
+def _padded(values: list[str]) -> list[str]:
+    """Pad to a power of two by repeating the last value: few statement shapes to compile."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return values + [values[-1]] * (size - len(values))
+
+
+def _node(spec: ModelSpec[Any], item: Filter, params: _Params, arrays: bool) -> Node:
+    if isinstance(item, Condition):
+        return _leaf(spec, item, params, arrays)
+    if isinstance(item, (AllOf, AnyOf)):
+        nodes = tuple(_node(spec, child, params, arrays) for child in item.filters)
+        return Group(any_=isinstance(item, AnyOf), nodes=nodes)
+    raise TypeError(f"expected a Condition or all_of/any_of group, got {type(item).__name__}")
+
+
+def resolve_filters(
+    spec: ModelSpec[Any], filters: Iterable[FilterArg], params: _Params, *, arrays: bool
+) -> Group:
+    """Check and encode ``filters`` (all must hold) into a tree of parameterized leaves."""
+    nodes = tuple(_node(spec, item, params, arrays) for item in _flatten(filters))
+    return Group(any_=False, nodes=nodes)
+
+
+def _split_driver(tree: Group) -> tuple[Leaf | None, Group]:
+    """Pick the positive top-level condition whose index drives the query best."""
+    candidates = [
+        (index, node)
+        for index, node in enumerate(tree.nodes)
+        if isinstance(node, Leaf) and not node.negated
+    ]
+    if not candidates:
+        return None, tree
+    index, driver = min(candidates, key=lambda pair: (_DRIVER_PREFERENCE[pair[1].kind], pair[0]))
+    assert isinstance(driver, Leaf)
+    rest = tree.nodes[:index] + tree.nodes[index + 1 :]
+    return driver, Group(any_=False, nodes=rest)
+
+
+def resolve_order(spec: ModelSpec[Any], order_by: OrderArg, params: _Params) -> Order:
+    """Check ``order_by`` against the model; a metadata key's name becomes a parameter."""
+    if isinstance(order_by, str):
+        descending = order_by.startswith("-")
+        order_by = OrderBy(order_by[1:] if descending else order_by, descending)
+    if not isinstance(order_by, OrderBy):
+        raise TypeError(f"order_by must be a string or OrderBy, got {type(order_by).__name__}")
+    direction = "d" if order_by.descending else "a"
+    if not order_by.metadata and order_by.key in SESSION_COLUMNS:
+        column: Any = order_by.key
+        return Order(column, order_by.descending, f"{order_by.key}:{direction}")
+    field = spec.field(order_by.key)
+    if field.kind not in ("range", "scalar"):
+        raise FilterError(
+            f"cannot order by key {field.key!r}: {spec.name}.{field.name} is not a scalar field"
+        )
+    params.values["order_key"] = field.key
+    return Order("meta", order_by.descending, f"m:{field.key}:{direction}")
+
+
+def plan_query(
+    spec: ModelSpec[Any],
+    filters: Iterable[FilterArg],
+    *,
+    order_by: OrderArg = "session_id",
+    cursor: str | None = None,
+    arrays: bool = False,
+    scope: Mapping[str, Any] | None = None,
+) -> Plan:
+    """The checked plan of a find, listing or count; raises before any I/O."""
+    params = _Params()
+    scope_filters: list[FilterArg] = [dict(scope)] if scope else []
+    tree = resolve_filters(spec, [*scope_filters, *filters], params, arrays=arrays)
+    order = resolve_order(spec, order_by, params)
+    driver, rest = _split_driver(tree)
+    after = cursor is not None
+    if cursor is not None:
+        value, session_id = decode_cursor(cursor, order.fingerprint)
+        params.values["after_value"] = value
+        params.values["after_session_id"] = session_id
+    return Plan(driver, rest, order, after, params.values)
+
+
+def encode_cursor(order: Order, sort_value: Any, session_id: str) -> str:
+    """An opaque cursor after the row (``sort_value``, ``session_id``) of this order."""
+    if isinstance(sort_value, dt.datetime):
+        tagged: list[Any] = ["t", sort_value.isoformat()]
+    elif sort_value is None or isinstance(sort_value, str):
+        tagged = ["s", sort_value]
+    else:
+        tagged = ["s", str(sort_value)]
+    text = json.dumps([order.fingerprint, tagged, session_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str) -> tuple[Any, str]:
+    """The (sort value, session id) a cursor continues after; checks it fits the order."""
+    if not isinstance(cursor, str):
+        raise InvalidCursorError(f"a cursor is a string, not {type(cursor).__name__}")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        made_for, (tag, value), session_id = json.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(session_id, str) or tag not in ("t", "s"):
+            raise ValueError("unexpected content")
+        if tag == "t":
+            value = dt.datetime.fromisoformat(value)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursorError(f"cursor {cursor[:60]!r} is not one this library made") from exc
+    if made_for != fingerprint:
+        raise InvalidCursorError(
+            f"cursor {cursor[:60]!r} was made for order {made_for!r}, not {fingerprint!r}"
+        )
+    return value, session_id
+

@@ -1,0 +1,251 @@
+"""SQL for query plans, built with SQLAlchemy Core and compiled once per plan shape.
+
+The shape of every statement:
+
+* The FROM is the index range of one positive top-level condition (the
+  *driver*: ``key = ? AND value_hash = ?`` and the like), or the sessions table
+  when there is none. Equality ordered by session id is then one index range.
+* Other positive conditions are ``session_id IN (SELECT session_id ... )``:
+  an uncorrelated index range each, which every engine turns into a semi-join.
+* Negative conditions are ``NOT EXISTS (SELECT ... WHERE session_id = outer)``:
+  an anti-join decided per session, probing the same indexes.
+* ``contains`` reads the items table joined to the current value (by hash).
+* Ordering by ``created_at``/``updated_at`` joins the sessions table by its key;
+  by a metadata key, left-joins that key's row and orders by its ``sort_key``
+  (a session lacking the key sorts as the empty string: first ascending).
+* The cursor is a keyset condition on (sort value, session id).
+
+Only standard SQL: IN/EXISTS subqueries, joins on the distribution key, and
+``= ANY(array)`` on PostgreSQL, which Citus, CockroachDB and YugabyteDB accept.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+from ._query import Group, Leaf, Node, Plan
+from ._schema import Tables
+from ._statements import CompiledStatement, compile_statement
+
+__all__ = ["QuerySQL"]
+
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+_CACHE_SIZE = 512
+
+
+class _Builder:
+    """Builds the SQL of one plan; fresh aliases per condition."""
+
+    def __init__(self, tables: Tables, arrays: bool) -> None:
+        self.tables = tables
+        self.arrays = arrays
+        self.count = 0
+
+    def _next(self) -> int:
+        self.count += 1
+        return self.count
+
+    def leaf_source(self, leaf: Leaf) -> tuple[FromClause, ColumnElement[Any], list[Any]]:
+        """The rows a leaf selects: a FROM, its session id column, its conditions."""
+        number = self._next()
+        values = self.tables.values.alias(f"m{number}")
+        if leaf.kind == "contains":
+            items = self.tables.items.alias(f"i{number}")
+            source = items.join(
+                values,
+                and_(
+                    values.c.session_id == items.c.session_id,
+                    values.c.key == items.c.key,
+                    # An element of an older value never matches.
+                    values.c.value_hash == items.c.value_hash,
+                ),
+            )
+            conditions = [
+                items.c.key == bindparam(leaf.key_param),
+                items.c.item_hash == bindparam(leaf.value_params[0]),
+            ]
+            return source, items.c.session_id, conditions
+        conditions = [values.c.key == bindparam(leaf.key_param)]
+        if leaf.kind == "eq":
+            conditions.append(values.c.value_hash == bindparam(leaf.value_params[0]))
+        elif leaf.kind == "in" and leaf.as_array:
+            hashes = bindparam(leaf.value_params[0], type_=postgresql.ARRAY(Text))
+            conditions.append(values.c.value_hash == func.any(hashes))
+        elif leaf.kind == "in":
+            conditions.append(
+                values.c.value_hash.in_([bindparam(name) for name in leaf.value_params])
+            )
+        elif leaf.kind == "range":
+            compare = _COMPARISONS[leaf.comparison]
+            conditions.append(compare(values.c.sort_key, bindparam(leaf.value_params[0])))
+        return values, values.c.session_id, conditions
+
+    def condition(self, node: Node, session_id: ColumnElement[Any]) -> ColumnElement[bool]:
+        if isinstance(node, Group):
+            parts = [self.condition(child, session_id) for child in node.nodes]
+            if not parts:
+                return false() if node.any_ else true()
+            return or_(*parts) if node.any_ else and_(*parts)
+        source, inner_id, conditions = self.leaf_source(node)
+        if not node.negated:
+            return session_id.in_(select(inner_id).select_from(source).where(*conditions))
+        probe: Select[Any] = select(literal_column("1")).select_from(source)
+        return ~probe.where(inner_id == session_id, *conditions).exists()
+
+    def page(self, plan: Plan, *, count: bool = False) -> Select[Any]:
+        """The ids (and sort values) of the matching sessions, in order, or their count."""
+        sessions = self.tables.sessions
+        if plan.driver is not None:
+            source, session_id, where = self.leaf_source(plan.driver)
+        else:
+            source, session_id, where = sessions, sessions.c.session_id, []
+        if plan.rest.nodes:
+            where.append(self.condition(plan.rest, session_id))
+        if count:
+            return select(func.count()).select_from(source).where(*where)
+        order = plan.order
+        sort: ColumnElement[Any] | None = None
+        if order.column in ("created_at", "updated_at"):
+            if plan.driver is not None:
+                joined = sessions.alias("s")
+                source = source.join(joined, joined.c.session_id == session_id)
+                sort = joined.c[order.column]
+            else:
+                sort = sessions.c[order.column]
+        elif order.column == "meta":
+            ordered = self.tables.values.alias("o")
+            source = source.outerjoin(
+                ordered,
+                and_(
+                    ordered.c.session_id == session_id,
+                    ordered.c.key == bindparam("order_key"),
+                ),
+            )
+            sort = func.coalesce(ordered.c.sort_key, literal_column("''"))
+        after = operator.lt if order.descending else operator.gt
+        if plan.after:
+            last_id: Any = bindparam("after_session_id")
+            if sort is None:
+                where.append(after(session_id, last_id))
+            else:
+                last_value: Any = bindparam("after_value")
+                where.append(
+                    or_(
+                        after(sort, last_value),
+                        and_(sort == last_value, after(session_id, last_id)),
+                    )
+                )
+        keys = [session_id] if sort is None else [sort, session_id]
+        if sort is None and plan.driver is not None and plan.driver.kind != "eq":
+            # Only equality's index yields ids in order. For other drivers, ordering by
+            # the bare column lets the planner walk the primary key in id order and
+            # filter, which its statistics (shared by every key) often misjudge; as an
+            # expression it cannot, so the filter's own index is used and the matches
+            # sorted: a cost that follows the number of matches, not the table's size.
+            keys = [session_id.concat(literal_column("''"))]
+        columns = [session_id.label("session_id")]
+        if sort is not None:
+            columns.append(sort.label("sort_value"))
+        return (
+            select(*columns)
+            .select_from(source)
+            .where(*where)
+            .order_by(*(key.desc() if order.descending else key.asc() for key in keys))
+            .limit(bindparam("limit"))
+        )
+
+
+class QuerySQL:
+    """The compiled SQL of query plans for one dialect, cached by plan shape."""
+
+    def __init__(self, dialect: Dialect, tables: Tables) -> None:
+        self.dialect = dialect
+        self.tables = tables
+        # PostgreSQL takes a list as one array parameter: one statement for any length.
+        self.arrays = dialect.name == "postgresql"
+        self._cache: OrderedDict[tuple[Any, ...], CompiledStatement] = OrderedDict()
+
+    def _compiled(self, cache_key: tuple[Any, ...], build: Callable[[], Any]) -> CompiledStatement:
+        compiled = self._cache.get(cache_key)
+        if compiled is None:
+            compiled = compile_statement(build(), self.dialect)
+            self._cache[cache_key] = compiled
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(cache_key)
+        return compiled
+
+    def _builder(self) -> _Builder:
+        return _Builder(self.tables, self.arrays)
+
+    def ids(self, plan: Plan) -> CompiledStatement:
+        """Session ids (and the sort value, unless ordered by id) of one page."""
+        return self._compiled(
+            ("ids", plan.shape()), lambda: self._builder().page(plan)
+        )
+
+    def count(self, plan: Plan) -> CompiledStatement:
+        return self._compiled(
+            ("count", plan.shape()),
+            lambda: self._builder().page(plan, count=True),
+        )
+
+    def listing(self, plan: Plan) -> CompiledStatement:
+        """One page of sessions with every stored (key, value) row, in page order."""
+
+        def build() -> Any:
+            page = self._builder().page(plan).subquery("page")
+            values = self.tables.values.alias("v")
+            sort = page.c.sort_value if "sort_value" in page.c else None
+            keys = [page.c.session_id] if sort is None else [sort, page.c.session_id]
+            descending = plan.order.descending
+            columns = [page.c.session_id, values.c.key, values.c.value]
+            if sort is not None:
+                columns.append(sort)
+            return (
+                select(*columns)
+                .select_from(page.outerjoin(values, values.c.session_id == page.c.session_id))
+                .order_by(*(key.desc() if descending else key.asc() for key in keys))
+            )
+
+        return self._compiled(("listing", plan.shape()), build)
+
+    def many(self, count: int) -> CompiledStatement:
+        """Every (session id, key, value) row of ``count`` sessions (parameters ``id0``...)."""
+        values = self.tables.values
+
+        def build() -> Any:
+            if self.arrays:
+                ids = bindparam("ids", type_=postgresql.ARRAY(Text))
+                match = values.c.session_id == func.any(ids)
+            else:
+                match = values.c.session_id.in_([bindparam(f"id{i}") for i in range(count)])
+            return select(values.c.session_id, values.c.key, values.c.value).where(match)
+
+        return self._compiled(("many", 0 if self.arrays else count), build)
