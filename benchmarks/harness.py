@@ -90,7 +90,7 @@ def add_ratios(results: list[Result], references: Sequence[str]) -> None:
 
 def format_table(results: list[Result], references: Sequence[str]) -> str:
     headers = ["backend", "operation", "implementation", "median µs", "min", "max"]
-    headers += [f"× {name}" for name in references]
+    headers += [f"x {name}" for name in references]
     lines = [headers]
     for r in results:
         op = r.op if r.sessions is None else f"{r.op} @ {r.sessions:,}"
@@ -147,7 +147,7 @@ def write_chart(path: Path, results: list[Result]) -> bool:
         axis.set_yscale("log")
         axis.set_title(f"{op} (PostgreSQL)")
         axis.set_xlabel("sessions (10 keys each)")
-        axis.set_ylabel("median ms (bars: min–max)")
+        axis.set_ylabel("median ms (bars: min-max)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
     figure.tight_layout()

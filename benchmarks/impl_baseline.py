@@ -101,7 +101,7 @@ class BaselineImpl:
             query = query.where(BaselineMetadata.key.in_(keys))
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
-        return {key: json.loads(value) for key, value in rows}
+        return {key: json.loads(value) for key, value in rows if value is not None}
 
     async def delete_metadata(self, sid: str, keys: list[str]) -> None:
         async with self.sessions() as session, session.begin():

@@ -75,7 +75,8 @@ class Sql:
             f"($1, ${2 + 4 * i}, ${3 + 4 * i}, ${4 + 4 * i}, ${5 + 4 * i})" for i in range(count)
         )
         return (
-            f"{self.prefix}INSERT INTO {self.metadata} (session_id, key, value, value_hash, sort_key)"
+            f"{self.prefix}INSERT INTO {self.metadata}"
+            " (session_id, key, value, value_hash, sort_key)"
             f" VALUES {rows}{self.upsert_tail}"
         )
 
@@ -106,7 +107,15 @@ class _RawBase:
         self.sql = sql
         self.q = {
             name: sql.for_driver(getattr(sql, name))
-            for name in ("get_all", "get2", "delete1", "find_eq", "find_range", "list50", "get_many")
+            for name in (
+                "get_all",
+                "get2",
+                "delete1",
+                "find_eq",
+                "find_range",
+                "list50",
+                "get_many",
+            )
         }
         self.q["set1"] = sql.for_driver(sql.upsert(1))
         self.q["set10"] = sql.for_driver(sql.upsert(len(KEYS)))

@@ -46,7 +46,7 @@ from sessionmeta import MetadataStore  # noqa: E402
 
 BASELINE = "per-key baseline"
 SM = "sessionmeta"
-SM_X50 = "sessionmeta, 50× get_metadata"
+SM_X50 = "sessionmeta, 50x get_metadata"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
@@ -86,8 +86,10 @@ def operations(
                 async def prepare(i: int, impl: Any = impl) -> Any:
                     return await impl.set1(pick(i))
             elif hasattr(impl, "prepare"):
+
                 async def prepare(i: int, impl: Any = impl, method: str = method) -> Any:
                     return await impl.prepare(method, pick(i))
+
             entries.append(Entry(impl.name, call, prepare))
         return entries
 
@@ -121,6 +123,7 @@ def operations(
     list_entries = [Entry(SM_X50, sm_x50_list)]
     many_entries = [Entry(SM_X50, sm_x50_many)]
     for impl in ([] if queries is None else [queries]) + [baseline, *raws]:
+
         async def list_call(i: int, impl: Any = impl) -> Any:
             return await impl.list50(read(i))
 
@@ -137,6 +140,7 @@ def operations(
 def _range_entries(impls: list[Any], read: Any, start: int) -> list[Entry]:
     entries = []
     for impl in impls:
+
         async def call(i: int, impl: Any = impl) -> Any:
             return await impl.find_range(read(i), start)
 
@@ -196,7 +200,10 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
             await async_connection.execute(setting)
             sync_connection.execute(setting)
         closers += [async_connection.close]
-        raws = [RawAiosqlite(async_connection, sql, range_from), RawSqlite3(sync_connection, sql, range_from)]
+        raws = [
+            RawAiosqlite(async_connection, sql, range_from),
+            RawSqlite3(sync_connection, sql, range_from),
+        ]
     queries = query_ops.SessionmetaQueries(store) if query_ops.available() else None
     results: list[Result] = []
     try:
@@ -239,15 +246,17 @@ def check_targets(results: list[Result], floors: dict[str, list[str]]) -> list[s
                 ratio = ours.ratios.get(floor)
                 if ratio is not None:
                     verdict = "holds" if ratio <= 1.5 else "MISSES"
-                    lines.append(f"{backend}: {op} at {ratio:.2f}× {floor} (target ≤ 1.5×): {verdict}")
+                    lines.append(
+                        f"{backend}: {op} at {ratio:.2f}x {floor} (target ≤ 1.5x): {verdict}"
+                    )
             if op == "set 10 keys":
                 base = ours.ratios.get(BASELINE)
                 if base is not None:
                     speedup = 1 / base
                     verdict = "holds" if speedup >= 8 else "MISSES"
                     lines.append(
-                        f"{backend}: set 10 keys {speedup:.1f}× faster than the per-key baseline "
-                        f"(target ≥ 8×): {verdict}"
+                        f"{backend}: set 10 keys {speedup:.1f}x faster than the per-key baseline "
+                        f"(target ≥ 8x): {verdict}"
                     )
         for op in ("list_sessions of 50",):
             ours = by_key.get((backend, op, None, SM))
@@ -256,23 +265,26 @@ def check_targets(results: list[Result], floors: dict[str, list[str]]) -> list[s
                 speedup = many.median_us / ours.median_us
                 verdict = "holds" if speedup >= 20 else "MISSES"
                 lines.append(
-                    f"{backend}: list_sessions of 50 {speedup:.1f}× faster than 50 get_metadata "
-                    f"(target ≥ 20×): {verdict}"
+                    f"{backend}: list_sessions of 50 {speedup:.1f}x faster than 50 get_metadata "
+                    f"(target ≥ 20x): {verdict}"
                 )
-    scaled = [r for r in results if r.sessions is not None and r.impl == SM and r.op == "find by equality"]
+    scaled = [
+        r for r in results if r.sessions is not None and r.impl == SM and r.op == "find by equality"
+    ]
     if scaled:
         smallest = min(scaled, key=lambda r: r.sessions or 0)
         largest = max(scaled, key=lambda r: r.sessions or 0)
         ratio = largest.median_us / smallest.median_us
         verdict = "holds" if ratio <= 2 else "MISSES"
         lines.append(
-            f"postgres: find by equality at {largest.sessions:,} sessions is {ratio:.2f}× its time "
-            f"at {smallest.sessions:,} (target ≤ 2×): {verdict}"
+            f"postgres: find by equality at {largest.sessions:,} sessions is {ratio:.2f}x its time "
+            f"at {smallest.sessions:,} (target ≤ 2x): {verdict}"
         )
         median_ms = largest.median_us / 1000
         verdict = "holds" if median_ms < 2 else "MISSES"
         lines.append(
-            f"postgres: find by equality at {largest.sessions:,} sessions: median {median_ms:.2f} ms "
+            f"postgres: find by equality at {largest.sessions:,} sessions: "
+            f"median {median_ms:.2f} ms "
             f"(target < 2 ms): {verdict}"
         )
     return lines
@@ -280,10 +292,16 @@ def check_targets(results: list[Result], floors: dict[str, list[str]]) -> list[s
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument(
+        "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres"
+    )
     parser.add_argument("--postgres-url", help="an async SQLAlchemy URL (postgresql+asyncpg://...)")
-    parser.add_argument("--sessions", type=int, default=2000, help="sessions in the operations' data")
-    parser.add_argument("--rounds", type=int, default=300, help="timed calls per implementation and operation")
+    parser.add_argument(
+        "--sessions", type=int, default=2000, help="sessions in the operations' data"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=300, help="timed calls per implementation and operation"
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
         "--scale",
@@ -319,11 +337,16 @@ async def main(argv: list[str] | None = None) -> int:
         references = [BASELINE, *floor_names]
         mine = [r for r in results if r.backend == backend]
         harness.add_ratios(mine, references)
-        print(f"\n{backend}: median, min and max of {args.rounds} calls (scaling: {args.scale_rounds})")
+        print(
+            f"\n{backend}: median, min and max of {args.rounds} calls "
+            f"(scaling: {args.scale_rounds})"
+        )
         print(harness.format_table(mine, references))
     if not query_ops.available():
-        print("\nsessionmeta's find by range, list_sessions and get_many: not in this version "
-              "(the query API); their baseline and floor are shown.")
+        print(
+            "\nsessionmeta's find by range, list_sessions and get_many: not in this version "
+            "(the query API); their baseline and floor are shown."
+        )
     lines = check_targets(results, floors)
     print("\nTargets:")
     print("\n".join(f"  {line}" for line in lines))

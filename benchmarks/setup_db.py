@@ -24,7 +24,7 @@ _cache: dict[tuple[str, Any], EncodedValue] = {}
 
 
 def encoded_rows(index: int) -> list[tuple[str, str, str, str, str | None]]:
-    """Session ``index``'s rows exactly as ``set_metadata`` stores them, fast enough for millions."""
+    """Session ``index``'s rows exactly as ``set_metadata`` stores them, fast for millions."""
     sid = session_id(index)
     rows = []
     for key, value in values_of(index).items():
