@@ -23,6 +23,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,12 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
         if backend == "postgres" and args.scale:
             import scaling
 
-            results += await scaling.run(url, args.scale, args.scale_rounds, args.warmup)
+            try:
+                results += await scaling.run(url, args.scale, args.scale_rounds, args.warmup)
+            except Exception:
+                # Keep what was measured; the run still fails at the end.
+                traceback.print_exc()
+                args.failed = True
     finally:
         for close in closers:
             await close()
@@ -366,6 +372,9 @@ async def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out / 'results.json'}")
     if harness.write_chart(args.out / "scaling.png", results):
         print(f"wrote {args.out / 'scaling.png'}")
+    if getattr(args, "failed", False):
+        print("the scaling runs failed: see the error above", file=sys.stderr)
+        return 1
     return 0
 
 

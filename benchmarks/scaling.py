@@ -18,7 +18,7 @@ from data import BenchMeta, session_id
 from harness import Entry, Result, measure
 from impl_raw import RawAsyncpg, Sql
 from impl_sessionmeta import SessionmetaImpl
-from setup_db import batches, encoded_rows
+from setup_db import ITEM_COLUMNS, all_rows, batches
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
@@ -36,28 +36,37 @@ def _say(text: str) -> None:
 
 async def _load(connection: Any, store: MetadataStore[BenchMeta], start: int, stop: int) -> None:
     dialect = store.engine.dialect
-    table = store.tables.values
-    fk = next(iter(table.foreign_key_constraints))
-    pk = table.primary_key
-    for statement in (DropConstraint(fk), DropConstraint(pk)):
-        await connection.execute(str(statement.compile(dialect=dialect)))
-    for index in table.indexes:
-        await connection.execute(str(DropIndex(index).compile(dialect=dialect)))
+    tables = [store.tables.values, store.tables.items]
+
+    async def run(statement: Any, suffix: str = "") -> None:
+        await connection.execute(str(statement.compile(dialect=dialect)) + suffix)
+
+    foreign_keys = [fk for table in tables for fk in table.foreign_key_constraints]
+    for fk in reversed(foreign_keys):
+        await run(DropConstraint(fk))
+    for table in reversed(tables):
+        await run(DropConstraint(table.primary_key))
+        for index in table.indexes:
+            await run(DropIndex(index))
     for chunk in batches(start, stop, BATCH):
         await connection.copy_records_to_table(
             SESSIONS, records=[(session_id(i),) for i in chunk], columns=["session_id"]
         )
+        rows, items = all_rows(chunk)
+        await connection.copy_records_to_table(METADATA, records=rows, columns=COLUMNS)
         await connection.copy_records_to_table(
-            METADATA, records=[row for i in chunk for row in encoded_rows(i)], columns=COLUMNS
+            f"{METADATA}_items", records=items, columns=ITEM_COLUMNS
         )
     await connection.execute("SET maintenance_work_mem = '1GB'")
-    await connection.execute(str(AddConstraint(pk).compile(dialect=dialect)))
-    for index in table.indexes:
-        await connection.execute(str(CreateIndex(index).compile(dialect=dialect)))
-    # NOT VALID: every loaded row references a loaded session; skip re-checking millions.
-    await connection.execute(str(AddConstraint(fk).compile(dialect=dialect)) + " NOT VALID")
-    await connection.execute(f"VACUUM (ANALYZE) {SESSIONS}")
-    await connection.execute(f"VACUUM (ANALYZE) {METADATA}")
+    for table in tables:
+        await run(AddConstraint(table.primary_key))
+        for index in table.indexes:
+            await run(CreateIndex(index))
+    # NOT VALID: every loaded row references a loaded row; skip re-checking millions.
+    for fk in foreign_keys:
+        await run(AddConstraint(fk), " NOT VALID")
+    for table in (SESSIONS, METADATA, f"{METADATA}_items"):
+        await connection.execute(f"VACUUM (ANALYZE) {table}")
 
 
 async def run(url: str, sizes: list[int], rounds: int, warmup: int) -> list[Result]:
@@ -68,7 +77,7 @@ async def run(url: str, sizes: list[int], rounds: int, warmup: int) -> list[Resu
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     results: list[Result] = []
     try:
-        await connection.execute(f"DROP TABLE IF EXISTS {METADATA}, {SESSIONS}")
+        await connection.execute(f"DROP TABLE IF EXISTS {METADATA}_items, {METADATA}, {SESSIONS}")
         await store.create_tables()
         sql = Sql(SESSIONS, METADATA, postgres=True)
         sm = SessionmetaImpl(store)

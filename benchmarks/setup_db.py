@@ -18,13 +18,38 @@ from sessionmeta._model import ModelSpec
 SPEC = ModelSpec(BenchMeta)
 SESSIONS_TABLE = "smbench_sessions"
 METADATA_TABLE = "smbench_metadata"
+ITEMS_TABLE = f"{METADATA_TABLE}_items"
+ITEM_COLUMNS = ["session_id", "key", "value_hash", "item_hash"]
 # Values that repeat across sessions are encoded once.
 _REPEATING = {"owner_id", "tags", "incognito", "score", "status", "language", "message_count"}
 _cache: dict[tuple[str, Any], EncodedValue] = {}
 
 
-def encoded_rows(index: int) -> list[tuple[str, str, str, str, str | None]]:
+Row = tuple[str, str, str, str, str | None]
+ItemRow = tuple[str, str, str, str]
+
+
+def encoded_rows(index: int) -> list[Row]:
     """Session ``index``'s rows exactly as ``set_metadata`` stores them, fast for millions."""
+    return [row for row, _ in _encoded(index)]
+
+
+def item_rows(index: int) -> list[ItemRow]:
+    """The items-table rows (elements of list values) that ``set_metadata`` stores."""
+    return [item for _, items in _encoded(index) for item in items]
+
+
+def all_rows(indexes: range) -> tuple[list[Row], list[ItemRow]]:
+    rows: list[Row] = []
+    items: list[ItemRow] = []
+    for index in indexes:
+        for row, row_items in _encoded(index):
+            rows.append(row)
+            items.extend(row_items)
+    return rows, items
+
+
+def _encoded(index: int) -> list[tuple[Row, list[ItemRow]]]:
     sid = session_id(index)
     rows = []
     for key, value in values_of(index).items():
@@ -38,7 +63,8 @@ def encoded_rows(index: int) -> list[tuple[str, str, str, str, str | None]]:
             row = result
             if key in _REPEATING:
                 _cache[cache_key] = row
-        rows.append((sid, row.key, row.value, row.value_hash, row.sort_key))
+        items = [(sid, row.key, row.value_hash, item) for item in row.items or ()]
+        rows.append(((sid, row.key, row.value, row.value_hash, row.sort_key), items))
     return rows
 
 
@@ -50,6 +76,12 @@ def check_encoding() -> None:
         assert [(r.key, r.value, r.value_hash, r.sort_key) for r in expected] == [
             row[1:] for row in got
         ], (expected, got)
+        expected_items = sorted(
+            (session_id(index), r.key, r.value_hash, item)
+            for r in expected
+            for item in r.items or ()
+        )
+        assert sorted(item_rows(index)) == expected_items, (expected_items, item_rows(index))
 
 
 def batches(start: int, stop: int, size: int) -> Iterator[range]:
@@ -58,7 +90,8 @@ def batches(start: int, stop: int, size: int) -> Iterator[range]:
 
 
 async def create_tables(engine: AsyncEngine, store: MetadataStore[BenchMeta]) -> None:
-    drop = [f"smbench_{name}" for name in ("metadata", "base_metadata", "scale_metadata")]
+    drop = [f"smbench_{name}_items" for name in ("metadata", "scale_metadata")]
+    drop += [f"smbench_{name}" for name in ("metadata", "base_metadata", "scale_metadata")]
     drop += [f"smbench_{name}" for name in ("sessions", "base_sessions", "scale_sessions")]
     async with engine.begin() as connection:
         for table in drop:
@@ -72,12 +105,13 @@ async def load_postgres(connection: Any, sessions: int) -> None:
     ids = [(session_id(i),) for i in range(sessions)]
     for table in (SESSIONS_TABLE, "smbench_base_sessions"):
         await connection.copy_records_to_table(table, records=ids, columns=["session_id"])
-    rows = [row for i in range(sessions) for row in encoded_rows(i)]
+    rows, items = all_rows(range(sessions))
     await connection.copy_records_to_table(
         METADATA_TABLE,
         records=rows,
         columns=["session_id", "key", "value", "value_hash", "sort_key"],
     )
+    await connection.copy_records_to_table(ITEMS_TABLE, records=items, columns=ITEM_COLUMNS)
     base = [(r["session_id"], r["key"], r["value"]) for i in range(sessions) for r in rows_of(i)]
     await connection.copy_records_to_table(
         "smbench_base_metadata", records=base, columns=["session_id", "key", "value"]
@@ -94,10 +128,14 @@ def load_sqlite(path: str, sessions: int) -> None:
         ids = [(session_id(i),) for i in range(sessions)]
         for table in (SESSIONS_TABLE, "smbench_base_sessions"):
             connection.executemany(f"INSERT INTO {table} (session_id) VALUES (?)", ids)
+        rows, items = all_rows(range(sessions))
         connection.executemany(
             f"INSERT INTO {METADATA_TABLE} (session_id, key, value, value_hash, sort_key)"
             " VALUES (?, ?, ?, ?, ?)",
-            [row for i in range(sessions) for row in encoded_rows(i)],
+            rows,
+        )
+        connection.executemany(
+            f"INSERT INTO {ITEMS_TABLE} ({', '.join(ITEM_COLUMNS)}) VALUES (?, ?, ?, ?)", items
         )
         connection.executemany(
             "INSERT INTO smbench_base_metadata (session_id, key, value) VALUES (?, ?, ?)",
