@@ -55,9 +55,11 @@ class Sql:
             f"SELECT session_id FROM {m} WHERE key = $1 AND value_hash = $2"
             " ORDER BY session_id LIMIT 100"
         )
+        # Ordered by an expression, not the bare column: otherwise the planner may walk
+        # the primary key in id order and filter, scanning the whole table at 1M sessions.
         self.find_range = (
             f"SELECT session_id FROM {m} WHERE key = $1 AND sort_key >= $2"
-            " ORDER BY session_id LIMIT 100"
+            " ORDER BY session_id || '' LIMIT 100"
         )
         self.list50 = (
             f"SELECT session_id, key, value FROM {m} WHERE session_id IN"
