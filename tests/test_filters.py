@@ -101,9 +101,7 @@ def test_field_kinds() -> None:
         (Condition("ids", "contains", "x"), ValidationError),
     ],
 )
-def test_bad_filters_are_refused_before_io(
-    condition: Condition, error: type[Exception]
-) -> None:
+def test_bad_filters_are_refused_before_io(condition: Condition, error: type[Exception]) -> None:
     with pytest.raises(error) as info:
         plan_query(SPEC, [condition])
     if error is not ValidationError:

@@ -224,9 +224,9 @@ async def test_concurrent_list_writes_all_land_and_stay_findable(
         read = await meta_store.bind(f"s{number}").get_metadata()
         if read.tags is not None:
             assert await find(meta_store, field("tags").contains(read.tags[0])) == [f"s{number}"]
-    assert await meta_store.count_sessions(field("tags").contains("x")) == await (
-        meta_store.count_sessions(field("tags").exists())
-    )
+    assert await meta_store.count_sessions(
+        field("tags").contains("x")
+    ) == await meta_store.count_sessions(field("tags").exists())
 
 
 async def test_a_one_megabyte_string_is_stored_read_and_found(
@@ -370,15 +370,19 @@ async def test_listings_name_a_stored_value_that_no_longer_fits(
         await meta_store.bind(session_id).set_metadata({"owner_id": "u", "priority": 1})
     async with engine.begin() as connection:
         await connection.execute(
-            text("UPDATE agent_sessions_metadata SET value = :bad WHERE session_id = 'b' AND "
-                 + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
-                 + " = 'priority'"),
+            text(
+                "UPDATE agent_sessions_metadata SET value = :bad WHERE session_id = 'b' AND "
+                + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
+                + " = 'priority'"
+            ),
             {"bad": '"not a number"'},
         )
         await connection.execute(
-            text("INSERT INTO agent_sessions_metadata (session_id, "
-                 + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
-                 + ", value, value_hash) VALUES ('c', 'undeclared', '1', 'h')")
+            text(
+                "INSERT INTO agent_sessions_metadata (session_id, "
+                + ("`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"')
+                + ", value, value_hash) VALUES ('c', 'undeclared', '1', 'h')"
+            )
         )
     with pytest.raises(StoredValueError) as info:
         await meta_store.list_sessions({"owner_id": "u"})

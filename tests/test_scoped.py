@@ -161,8 +161,10 @@ async def test_two_tenants_racing_for_a_new_session_cannot_share_it(
 
         async def claim(tenant: str, session_id: str = session_id) -> str:
             try:
-                await tenants.scoped(owner_id=tenant).bind(session_id).set_metadata(
-                    {"title": f"secret of {tenant}"}
+                await (
+                    tenants.scoped(owner_id=tenant)
+                    .bind(session_id)
+                    .set_metadata({"title": f"secret of {tenant}"})
                 )
             except SessionNotInScopeError:
                 return "refused"

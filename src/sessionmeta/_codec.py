@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 import uuid
@@ -38,6 +39,8 @@ __all__ = [
 
 SORT_KEY_LENGTH = 200
 _EXPONENT_BIAS = 50_000
+# Built once: json.dumps with options builds a new encoder on every call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,7 @@ class EncodedValue:
 
 def json_text(json_value: Any) -> str:
     """The canonical JSON text of a JSON-ready value: what is stored and hashed."""
-    return json.dumps(json_value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _JSON.encode(json_value)
 
 
 def item_hashes(json_value: Any) -> tuple[str, ...]:
@@ -67,7 +70,26 @@ def item_hashes(json_value: Any) -> tuple[str, ...]:
 
 def value_hash(text: str) -> str:
     """128 bits of SHA-256: equality through an index of fixed width, for values of any size."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return _digest(text.encode("utf-8"))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+_INVERT_DIGITS = str.maketrans("0123456789", "9876543210")
+
+
+def _digits_sort_key(negative: bool, digits: str, adjusted: int) -> str:
+    """An ASCII string whose byte order is the numeric order of ``±d.igits * 10**adjusted``."""
+    text = digits.rstrip("0")
+    exponent = adjusted + _EXPONENT_BIAS
+    if not negative:
+        return f"6{exponent:06d}{text}"[:SORT_KEY_LENGTH]
+    # Negative numbers: invert everything so larger magnitudes sort first, and end
+    # with "~" (above every digit) so that -1.2 sorts after -1.23.
+    inverted = text.translate(_INVERT_DIGITS)
+    return f"4{2 * _EXPONENT_BIAS - exponent:06d}{inverted}"[: SORT_KEY_LENGTH - 1] + "~"
 
 
 def _number_sort_key(number: Decimal) -> str:
@@ -75,14 +97,15 @@ def _number_sort_key(number: Decimal) -> str:
     if number.is_zero():
         return "5"
     sign, digits, _ = number.as_tuple()
-    text = "".join(map(str, digits)).rstrip("0")
-    exponent = number.adjusted() + _EXPONENT_BIAS
-    if not sign:
-        return f"6{exponent:06d}{text}"[:SORT_KEY_LENGTH]
-    # Negative numbers: invert everything so larger magnitudes sort first, and end
-    # with "~" (above every digit) so that -1.2 sorts after -1.23.
-    inverted = "".join(str(9 - int(digit)) for digit in text)
-    return f"4{2 * _EXPONENT_BIAS - exponent:06d}{inverted}"[: SORT_KEY_LENGTH - 1] + "~"
+    return _digits_sort_key(bool(sign), "".join(map(str, digits)), number.adjusted())
+
+
+def _int_sort_key(number: int) -> str:
+    """:func:`_number_sort_key` of an int, without building a Decimal (the common case)."""
+    if number == 0:
+        return "5"
+    digits = str(abs(number))
+    return _digits_sort_key(number < 0, digits, len(digits) - 1)
 
 
 def _datetime_sort_key(value: dt.datetime) -> str:
@@ -111,7 +134,7 @@ def sort_key(value: Any) -> str | None:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
-        return _number_sort_key(Decimal(value))
+        return _int_sort_key(value)
     if isinstance(value, float):
         # The shortest repr orders floats exactly and compares equal across int/float.
         return _number_sort_key(Decimal(repr(value)))
@@ -149,7 +172,7 @@ def encode_value(
         json_value = sorted(json_value, key=json_text)
     try:
         text = json_text(json_value)
-        text.encode("utf-8")
+        data = text.encode("utf-8")
     except ValueError as exc:
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
         return _unstorable(key, python_value, str(exc))
@@ -171,7 +194,7 @@ def encode_value(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
             )
     items = item_hashes(json_value) if field.kind == "collection" else None
-    return EncodedValue(key, text, value_hash(text), sort_key(python_value), items)
+    return EncodedValue(key, text, _digest(data), sort_key(python_value), items)
 
 
 def _to_json_values(validated: Any, names: set[str]) -> dict[str, Any]:
@@ -216,8 +239,14 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
     return encoded
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(key: str) -> str:
+    # Stored keys are few and repeat on every read: quote each once.
+    return json.dumps(key)
+
+
 def object_text(rows: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f"{json.dumps(key)}:{value}" for key, value in rows) + "}"
+    return "{" + ",".join(f"{_quoted(key)}:{value}" for key, value in rows) + "}"
 
 
 def decode_rows(

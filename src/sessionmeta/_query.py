@@ -155,9 +155,7 @@ def _values_of(condition: Condition) -> list[Any]:
     return list(value)
 
 
-def _leaf(
-    spec: ModelSpec[Any], condition: Condition, params: _Params, arrays: bool
-) -> Node:
+def _leaf(spec: ModelSpec[Any], condition: Condition, params: _Params, arrays: bool) -> Node:
     if not isinstance(condition.op, str) or condition.op not in OPERATORS:
         raise FilterError(
             f"key {condition.key!r}: unknown operator {condition.op!r}; "
@@ -259,9 +257,7 @@ def _split_driver(tree: Group) -> tuple[Leaf | Group | None, Group]:
         if isinstance(node, Leaf) and not node.negated
     ]
     if candidates:
-        index, leaf = min(
-            candidates, key=lambda pair: (_DRIVER_PREFERENCE[pair[1].kind], pair[0])
-        )
+        index, leaf = min(candidates, key=lambda pair: (_DRIVER_PREFERENCE[pair[1].kind], pair[0]))
         driver: Leaf | Group = leaf
     else:
         unions = [index for index, node in enumerate(tree.nodes) if _positive_or(node)]
@@ -346,4 +342,3 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[Any, str]:
             f"cursor {cursor[:60]!r} was made for order {made_for!r}, not {fingerprint!r}"
         )
     return value, session_id
-

@@ -59,9 +59,7 @@ class ScopedStore(Generic[ModelT]):
     def __repr__(self) -> str:
         return f"ScopedStore({self.spec.name}, {self.scope!r})"
 
-    def scoped(
-        self, more: Mapping[str, Any] | None = None, /, **pairs: Any
-    ) -> ScopedStore[ModelT]:
+    def scoped(self, more: Mapping[str, Any] | None = None, /, **pairs: Any) -> ScopedStore[ModelT]:
         """A narrower view: this scope's pairs and the given ones together."""
         scope = {**(more or {}), **pairs}
         for key in scope:

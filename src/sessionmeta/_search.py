@@ -45,10 +45,14 @@ class Searcher(Generic[ModelT]):
     def decode_many(self, sessions: Sequence[tuple[str, list[tuple[str, str]]]]) -> list[ModelT]:
         """Models for many sessions' rows: one validation of one JSON array when all fit."""
         fields = self.store.spec.fields
-        text = "[" + ",".join(
-            object_text([(key, value) for key, value in rows if key in fields])
-            for _, rows in sessions
-        ) + "]"
+        text = (
+            "["
+            + ",".join(
+                object_text([(key, value) for key, value in rows if key in fields])
+                for _, rows in sessions
+            )
+            + "]"
+        )
         try:
             return self._many_adapter.validate_json(text)
         except ValidationError:

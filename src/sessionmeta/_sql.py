@@ -200,7 +200,6 @@ class _Builder:
             .limit(bindparam("limit"))
         )
 
-
     def _sort_matches(self, driver: Leaf | Group | None) -> bool:
         if isinstance(driver, Group):
             return True  # a union comes in no particular order
@@ -242,9 +241,7 @@ class QuerySQL:
 
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
-        return self._compiled(
-            ("ids", plan.shape()), lambda: self._builder().page(plan)
-        )
+        return self._compiled(("ids", plan.shape()), lambda: self._builder().page(plan))
 
     def count(self, plan: Plan) -> CompiledStatement:
         return self._compiled(

@@ -264,7 +264,6 @@ class _SQLite(_Dialect):
             },
         )
 
-
     def claim(self, count: int) -> Executable:
         insert = sqlite.insert(self.tables.values).values(self._rows(count))
         return insert.on_conflict_do_nothing(index_elements=["session_id", "key"])
@@ -286,13 +285,10 @@ class _MySQL(_Dialect):
             updated_at=func.current_timestamp(),
         )
 
-
     def claim(self, count: int) -> Executable:
         values = self.tables.values
         insert = mysql.insert(values).values(self._rows(count))
-        return insert.on_duplicate_key_update(
-            session_id=values.c.session_id
-        )
+        return insert.on_duplicate_key_update(session_id=values.c.session_id)
 
 
 _DIALECTS: dict[str, type[_Dialect]] = {

@@ -351,9 +351,7 @@ class MetadataStore(Generic[ModelT]):
         await self._ensure_tables()
         return await retrying(lambda: self._rows_once(session_id, keys))
 
-    async def _rows_once(
-        self, session_id: str, keys: list[str] | None
-    ) -> list[tuple[str, str]]:
+    async def _rows_once(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
         statement = self.statements.select_values(None if keys is None else len(keys))
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
