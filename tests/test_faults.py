@@ -38,9 +38,13 @@ async def _wait_until_blocked(admin: AsyncEngine, victim: int) -> None:
     if admin.dialect.name == "postgresql":
         query = text("SELECT 1 FROM pg_stat_activity WHERE pid = :id AND wait_event_type = 'Lock'")
     else:
+        # MariaDB reads a primary-key row while planning ("Statistics"), so a lock wait
+        # there shows in the process list, not as LOCK WAIT in innodb_trx.
         query = text(
             "SELECT 1 FROM information_schema.innodb_trx "
-            "WHERE trx_mysql_thread_id = :id AND trx_state = 'LOCK WAIT'"
+            "WHERE trx_mysql_thread_id = :id AND trx_state = 'LOCK WAIT' "
+            "UNION SELECT 1 FROM information_schema.processlist "
+            "WHERE id = :id AND command = 'Query' AND state = 'Statistics' AND time_ms > 200"
         )
     for _ in range(HANG_GUARD_S * 20):
         async with admin.connect() as connection:
