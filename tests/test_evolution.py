@@ -124,11 +124,6 @@ async def test_widened_types_read_old_rows(engine: AsyncEngine, old_rows: dict[s
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="value_hash is computed on the JSON text: 3 stored by an int field and 3.0 "
-    "asked through a float field hash differently (codec issue, reported to the lead)",
-)
 async def test_widened_number_is_still_found_by_equality(
     engine: AsyncEngine, old_rows: dict[str, str]
 ) -> None:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import Filter, MetadataStore, SessionMeta, any_of, field
-from sessionmeta._codec import item_hashes, json_text, sort_key, value_hash
+from sessionmeta._codec import equality_hash, item_hashes, json_text, sort_key
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def bulk_rows() -> tuple[list[tuple[str]], list[tuple[Any, ...]], list[tuple[Any
     for session_id, session_values, tag_items in session_rows():
         sessions.append((session_id,))
         for key, python_value, encoded in session_values:
-            hashed = value_hash(encoded)
+            hashed = equality_hash(python_value, encoded)
             values.append((session_id, key, encoded, hashed, sort_key(python_value)))
             if key == "tags":
                 items.extend((session_id, key, hashed, item) for item in tag_items)

@@ -65,12 +65,32 @@ def item_hashes(json_value: Any) -> tuple[str, ...]:
     """The hashes of the distinct elements of a JSON array (none for ``null``)."""
     if not isinstance(json_value, list):
         return ()
-    return tuple(sorted({value_hash(json_text(element)) for element in json_value}))
+    return tuple(sorted({equality_hash(element, json_text(element)) for element in json_value}))
 
 
 def value_hash(text: str) -> str:
     """128 bits of SHA-256: equality through an index of fixed width, for values of any size."""
     return _digest(text.encode("utf-8"))
+
+
+def equality_hash(json_value: Any, text: str) -> str:
+    """The ``value_hash`` of a value: numbers by their numeric value, the rest by their text.
+
+    So a field widened from ``int`` to ``float`` still finds the ``3`` it stored as ``3.0``.
+    """
+    if isinstance(json_value, (int, float)) and not isinstance(json_value, bool):
+        return value_hash(_number_identity(json_value))
+    return value_hash(text)
+
+
+def _number_identity(number: float) -> str:
+    # "#" never starts JSON text, so a number's identity cannot equal a value's text.
+    decimal = Decimal(number) if isinstance(number, int) else Decimal(repr(number))
+    if decimal.is_zero():
+        return "#0"
+    sign, digits, _ = decimal.as_tuple()
+    mantissa = "".join(map(str, digits)).rstrip("0")
+    return f"#{'-' if sign else ''}{mantissa}e{decimal.adjusted()}"
 
 
 def _digest(data: bytes) -> str:
@@ -172,7 +192,7 @@ def encode_value(
         json_value = sorted(json_value, key=json_text)
     try:
         text = json_text(json_value)
-        data = text.encode("utf-8")
+        text.encode("utf-8")
     except ValueError as exc:
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
         return _unstorable(key, python_value, str(exc))
@@ -194,7 +214,7 @@ def encode_value(
                 key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
             )
     items = item_hashes(json_value) if field.kind == "collection" else None
-    return EncodedValue(key, text, _digest(data), sort_key(python_value), items)
+    return EncodedValue(key, text, equality_hash(json_value, text), sort_key(python_value), items)
 
 
 def _to_json_values(validated: Any, names: set[str]) -> dict[str, Any]:
