@@ -177,6 +177,29 @@ async def test_find_by_equality(url: str, engine: AsyncEngine) -> None:
     assert none.json() == {"sessions": [], "limit": 100}
 
 
+async def test_find_with_the_query_operators(url: str, engine: AsyncEngine) -> None:
+    store = MetadataStore(ChatMeta, engine, create_tables=True)
+    await store.bind("a").set_metadata({"owner_id": "ann", "priority": 9, "tags": ["work"]})
+    await store.bind("b").set_metadata({"owner_id": "ann", "priority": 10, "title": "t"})
+    await store.bind("c").set_metadata({"owner_id": "bob", "priority": 2, "tags": ["home"]})
+    cases = [
+        (["priority>2"], ["a", "b"]),  # numeric order: 9 < 10
+        (["priority>=10"], ["b"]),
+        (["owner_id!=ann"], ["c"]),
+        (["tags~work"], ["a"]),
+        (["title?"], ["b"]),
+        (["!tags"], ["b"]),
+        (["owner_id:in=bob,zed"], ["c"]),
+        (["owner_id=ann", "priority<10"], ["a"]),
+    ]
+    results = await asyncio.gather(
+        *(run("find", *conditions, "--json", url=url) for conditions, _ in cases)
+    )
+    for (conditions, expected), result in zip(cases, results, strict=True):
+        assert result.code == 0, (conditions, result)
+        assert result.json() == {"sessions": expected, "limit": 100}, conditions
+
+
 async def test_find_refuses_bad_conditions(url: str) -> None:
     assert (await run("init", url=url)).code == 0
     cases = [
@@ -184,8 +207,7 @@ async def test_find_refuses_bad_conditions(url: str) -> None:
         ("title:like=x", "unknown operator 'like'"),
         ("title", "no operator"),
         ("priority=high", "priority"),
-        # Until the query API (sessionmeta.Condition) is merged; then expect exit 0.
-        ("priority>1", "query API"),
+        ("tags>1", "tags"),
     ]
     results = await asyncio.gather(*(run("find", condition, url=url) for condition, _ in cases))
     for (_, fragment), result in zip(cases, results, strict=True):

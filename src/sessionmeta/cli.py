@@ -44,6 +44,7 @@ from ._driver import describe
 from ._model import ModelSpec, SessionMeta, check_session_id
 from ._schema import build_tables, create_ddl
 from ._store import MetadataStore
+from ._filters import Condition
 from .errors import DatabaseError, SessionMetaError
 
 __all__ = ["main"]
@@ -231,17 +232,8 @@ async def _delete(args: argparse.Namespace) -> int:
 
 
 async def _run_find(store: MetadataStore[Any], clauses: list[Clause], limit: int) -> list[str]:
-    # Until the query API (sessionmeta.Condition, store.find_sessions) is merged, only one
-    # equality runs; then this body becomes one line (find_sessions returns a Page, a list):
-    #   return await store.find_sessions(
-    #       *(Condition(c.key, c.op, c.value) for c in clauses), limit=limit)
-    # and test_find_refuses_bad_conditions's "priority>1" case expects exit 0.
-    if len(clauses) != 1 or clauses[0].op != "eq":
-        raise UsageError(
-            "this build of sessionmeta runs one key=value condition; other operators and "
-            "several conditions need the query API (sessionmeta.Condition)"
-        )
-    return await store.find_sessions_by_metadata(clauses[0].key, clauses[0].value, limit=limit)
+    conditions = [Condition(clause.key, clause.op, clause.value) for clause in clauses]
+    return await store.find_sessions(*conditions, limit=limit)
 
 
 async def _find(args: argparse.Namespace) -> int:
