@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import sessionmeta
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ["README.md"]
+SRC = Path(sessionmeta.__file__).resolve().parents[1]
+# Runs Markdown Python blocks with the OpenAI API answered locally (no network, no key).
+OFFLINE_RUNNER = ROOT / "tests" / "agents_sdk" / "run_markdown.py"
 
 
 def python_blocks(document: str) -> list[tuple[str, int, str]]:
@@ -29,12 +37,51 @@ EXAMPLES = [block for document in DOCUMENTS for block in python_blocks(document)
     ("document", "line", "code"), EXAMPLES, ids=[f"{d}:{n}" for d, n, _ in EXAMPLES]
 )
 def test_example_runs(document: str, line: int, code: str, tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text(code)
+    if "from agents import" in code:
+        pytest.importorskip("agents", reason="the Agents SDK example needs the agents extra")
+        page = tmp_path / "example.md"
+        page.write_text(f"```python\n{code}```\n")
+        command = [sys.executable, "-W", "error", str(OFFLINE_RUNNER), str(page)]
+    else:
+        script = tmp_path / "example.py"
+        script.write_text(code)
+        command = [sys.executable, str(script)]
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=False,
     )
     assert result.returncode == 0, f"{document} line {line}:\n{result.stderr}"
+    if command[-1].endswith(".md"):
+        assert json.loads(result.stdout)[0]["printed"].startswith("Echo: Hello!")
+
+
+def test_command_line_transcript_runs(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    commands = [
+        line.removeprefix("$ ").split("  #")[0].strip()
+        for line in text.splitlines()
+        if line.startswith(("$ sessionmeta", "$ export SESSIONMETA"))
+    ]
+    assert len(commands) >= 5
+    executable = shutil.which("sessionmeta", path=str(Path(sys.executable).parent))
+    assert executable is not None, "the sessionmeta console script is not installed"
+    script = "set -e\n" + "\n".join(commands) + "\n"
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{Path(executable).parent}:{os.environ['PATH']}"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"billing"' in result.stdout and '"vip"' in result.stdout
 
 
 def test_quickstart_example_is_the_readme_quickstart() -> None:
