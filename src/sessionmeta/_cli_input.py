@@ -10,19 +10,19 @@ import importlib
 import json
 import re
 import sys
-from dataclasses import dataclass
+import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import URL, make_url
 
+from ._filters import Condition, Operator
 from ._model import FieldSpec, ModelSpec, SessionMeta
 from .errors import SessionMetaError
 
 __all__ = [
     "DEFAULT_URL",
-    "Clause",
     "UsageError",
     "describe_validation_error",
     "load_model",
@@ -165,19 +165,18 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-OPERATORS = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "contains", "exists", "missing")
-_SYMBOLS = {"!=": "ne", ">=": "ge", "<=": "le", "=": "eq", ">": "gt", "<": "lt", "~": "contains"}
+OPERATORS: tuple[Operator, ...] = typing.get_args(Operator)
+_SYMBOLS: dict[str, Operator] = {
+    "!=": "ne",
+    ">=": "ge",
+    "<=": "le",
+    "=": "eq",
+    ">": "gt",
+    "<": "lt",
+    "~": "contains",
+}
 _NAMED = re.compile(r"(?P<key>[^:=!<>~?]+):(?P<op>[A-Za-z_]+)=(?P<value>.*)", re.DOTALL)
 _SYMBOLIC = re.compile(r"(?P<key>[^:=!<>~?]+)(?P<op>!=|>=|<=|=|>|<|~)(?P<value>.*)", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Clause:
-    """One ``find`` condition, shaped like ``sessionmeta.Condition(key, op, value)``."""
-
-    key: str
-    op: str
-    value: Any = None
 
 
 def _clause_value(field: FieldSpec, op: str, text: str) -> Any:
@@ -198,25 +197,26 @@ def _clause_value(field: FieldSpec, op: str, text: str) -> Any:
     return value_from_text(field, text)
 
 
-def parse_clause(spec: ModelSpec[Any], argument: str) -> Clause:
+def parse_clause(spec: ModelSpec[Any], argument: str) -> Condition:
     """Parse one condition: ``key=v``, ``key!=v``, ``key>v``, ``key>=v``, ``key<v``,
     ``key<=v``, ``key~v`` (contains), ``key?`` (exists), ``!key`` (missing), or the
     long form ``key:op=value`` with any operator (``key:in=a,b``)."""
     if argument.startswith("!") and argument[1:] and not _SYMBOLIC.search(argument[1:]):
-        return Clause(spec.field(argument[1:]).key, "missing")
+        return Condition(spec.field(argument[1:]).key, "missing")
     if argument.endswith("?") and argument[:-1] and not _SYMBOLIC.search(argument[:-1]):
-        return Clause(spec.field(argument[:-1]).key, "exists")
+        return Condition(spec.field(argument[:-1]).key, "exists")
     named = _NAMED.fullmatch(argument)
     if named is not None:
-        op = named["op"]
-        if op not in OPERATORS:
+        name = named["op"]
+        if name not in OPERATORS:
             raise UsageError(
-                f"unknown operator {op!r} in {argument!r}; use one of {', '.join(OPERATORS)}"
+                f"unknown operator {name!r} in {argument!r}; use one of {', '.join(OPERATORS)}"
             )
+        op = typing.cast(Operator, name)
         field = spec.field(named["key"])
         if op in ("exists", "missing"):
-            return Clause(field.key, op)
-        return Clause(field.key, op, _clause_value(field, op, named["value"]))
+            return Condition(field.key, op)
+        return Condition(field.key, op, _clause_value(field, op, named["value"]))
     symbolic = _SYMBOLIC.fullmatch(argument)
     if symbolic is None:
         raise UsageError(
@@ -225,4 +225,4 @@ def parse_clause(spec: ModelSpec[Any], argument: str) -> Clause:
         )
     field = spec.field(symbolic["key"])
     op = _SYMBOLS[symbolic["op"]]
-    return Clause(field.key, op, _clause_value(field, op, symbolic["value"]))
+    return Condition(field.key, op, _clause_value(field, op, symbolic["value"]))

@@ -24,7 +24,6 @@ from . import __version__
 from ._check import check_store, count_stored_rows, read_session_rows
 from ._cli_input import (
     DEFAULT_URL,
-    Clause,
     UsageError,
     describe_validation_error,
     load_model,
@@ -44,7 +43,6 @@ from ._driver import describe
 from ._model import ModelSpec, SessionMeta, check_session_id
 from ._schema import build_tables, create_ddl
 from ._store import MetadataStore
-from ._filters import Condition
 from .errors import DatabaseError, SessionMetaError
 
 __all__ = ["main"]
@@ -231,19 +229,14 @@ async def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_find(store: MetadataStore[Any], clauses: list[Clause], limit: int) -> list[str]:
-    conditions = [Condition(clause.key, clause.op, clause.value) for clause in clauses]
-    return await store.find_sessions(*conditions, limit=limit)
-
-
 async def _find(args: argparse.Namespace) -> int:
     model = _require_model(args)
     spec = ModelSpec(model)
     if args.limit < 1:
         raise UsageError(f"--limit must be at least 1, not {args.limit}")
-    clauses = [parse_clause(spec, argument) for argument in args.conditions]
+    conditions = [parse_clause(spec, argument) for argument in args.conditions]
     async with _open(args, model) as store:
-        found = await _run_find(store, clauses, args.limit)
+        found = await store.find_sessions(*conditions, limit=args.limit)
     if args.json:
         print_json({"sessions": found, "limit": args.limit})
     else:
