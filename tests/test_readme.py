@@ -66,6 +66,7 @@ def test_command_line_transcript_runs(tmp_path: Path) -> None:
         line.removeprefix("$ ").split("  #")[0].strip()
         for line in text.splitlines()
         if line.startswith(("$ sessionmeta", "$ export SESSIONMETA"))
+        and "priority=urgent" not in line  # shown failing on purpose
     ]
     assert len(commands) >= 5
     executable = shutil.which("sessionmeta", path=str(Path(sys.executable).parent))
