@@ -63,6 +63,13 @@ def _session_id_type() -> TypeEngine[str]:
     )
 
 
+def _key_type() -> TypeEngine[str]:
+    return _mysql_variant(
+        String(MAX_KEY_LENGTH),
+        mysql.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+    )
+
+
 def _timestamp(name: str) -> Column[object]:
     return Column(
         name,
@@ -101,14 +108,7 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         metadata_table,
         metadata,
         Column("session_id", _session_id_type(), nullable=False),
-        Column(
-            "key",
-            _mysql_variant(
-                String(MAX_KEY_LENGTH),
-                mysql.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
-            ),
-            nullable=False,
-        ),
+        Column("key", _key_type(), nullable=False),
         Column(
             "value",
             _mysql_variant(Text(), mysql.LONGTEXT(charset="utf8mb4", collation="utf8mb4_bin")),
@@ -167,14 +167,7 @@ def _items_table(metadata: MetaData, metadata_table: str) -> Table:
         name,
         metadata,
         Column("session_id", _session_id_type(), nullable=False),
-        Column(
-            "key",
-            _mysql_variant(
-                String(MAX_KEY_LENGTH),
-                mysql.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
-            ),
-            nullable=False,
-        ),
+        Column("key", _key_type(), nullable=False),
         Column("value_hash", _hash_type(), nullable=False),
         Column("item_hash", _hash_type(), nullable=False),
         PrimaryKeyConstraint("session_id", "key", "value_hash", "item_hash", name=f"pk_{name}"),
