@@ -7,9 +7,11 @@ error every Pydantic user already handles; everything else is one of these.
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrencyError",
     "ConflictError",
     "DatabaseError",
     "FilterError",
+    "InvalidArgumentError",
     "InvalidCursorError",
     "InvalidSessionIdError",
     "ModelDefinitionError",
@@ -73,6 +75,11 @@ class StoredValueError(SessionMetaError, ValueError):
         )
 
 
+class InvalidArgumentError(SessionMetaError, ValueError, TypeError):
+    """An argument of a call is out of range or of the wrong type: a limit, a batch size,
+    an option. A ``ValueError`` and a ``TypeError`` too, as Python's own checks are."""
+
+
 class FilterError(SessionMetaError, ValueError):
     """A query asks what its field cannot answer: an unknown operator, a range on a list."""
 
@@ -95,3 +102,9 @@ class DatabaseError(SessionMetaError):
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         self.session_id = session_id
         super().__init__(message)
+
+
+class ConcurrencyError(DatabaseError):
+    """The database aborted an operation only because of a concurrent one (a deadlock, a
+    busy file, a cluster's certification conflict), and every retry of the store's
+    retry policy met the same: the operation changed nothing."""
