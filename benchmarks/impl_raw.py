@@ -13,8 +13,8 @@ from typing import Any
 
 from data import KEYS, TWO_KEYS, BenchMeta, owner_of, session_id, values_of
 
-from sessionmeta._codec import EncodedValue, encode_model, sort_key, value_hash
-from sessionmeta._model import ModelSpec
+from sessionmeta.core.codec import EncodedValue, encode_model, sort_key, value_hash
+from sessionmeta.core.spec import ModelSpec
 
 SPEC = ModelSpec(BenchMeta)
 

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import MetadataStore
-from sessionmeta._codec import EncodedValue, encode_model, encode_value
-from sessionmeta._model import ModelSpec
+from sessionmeta.core.codec import EncodedValue, encode_model, encode_value
+from sessionmeta.core.spec import ModelSpec
 
 SPEC = ModelSpec(BenchMeta)
 SESSIONS_TABLE = "smbench_sessions"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sessionmeta._schema import build_tables, create_ddl
+from sessionmeta.sql.dialects import create_ddl
+from sessionmeta.sql.schema import build_tables
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 DIALECTS = ("postgresql", "mysql", "sqlite")

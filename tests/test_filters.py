@@ -23,9 +23,9 @@ from sessionmeta import (
     any_of,
     field,
 )
-from sessionmeta._fieldtypes import field_kind
-from sessionmeta._model import ModelSpec
-from sessionmeta._query import encode_cursor, plan_query
+from sessionmeta.core.fieldtypes import field_kind
+from sessionmeta.core.spec import ModelSpec
+from sessionmeta.core.plan import encode_cursor, plan_query
 
 
 class Meta(SessionMeta):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import MetadataStore
-from sessionmeta._schema import add_messages_table, build_tables
+from sessionmeta.sql.schema import add_messages_table, build_tables
 
 from .models import ChatMeta
 

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import Filter, MetadataStore, SessionMeta, any_of, field
-from sessionmeta._codec import equality_hash, item_hashes, json_text, sort_key
+from sessionmeta.core.codec import equality_hash, item_hashes, json_text, sort_key
 
 pytestmark = pytest.mark.slow
 

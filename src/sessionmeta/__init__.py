@@ -1,8 +1,6 @@
 """Typed, validated metadata for AI-agent sessions, stored beside the Agents SDK's tables."""
 
-from ._atomic import Versioned
-from ._check import CheckReport, InvalidValue, KeyStats, check_store
-from ._filters import (
+from sessionmeta.core.filters import (
     AllOf,
     AnyOf,
     Condition,
@@ -15,14 +13,15 @@ from ._filters import (
     any_of,
     field,
 )
-from ._model import HasSessionId, SessionMeta
-from ._page import Page, SessionListing
-from ._scoped import ScopedBoundMetadata, ScopedStore
-from ._store import BoundMetadata, MetadataStore, OnInvalid
-from .errors import (
+from sessionmeta.core.page import Page, SessionListing
+from sessionmeta.core.spec import HasSessionId, SessionMeta
+from sessionmeta.core.versions import Versioned
+from sessionmeta.errors import (
+    ConcurrencyError,
     ConflictError,
     DatabaseError,
     FilterError,
+    InvalidArgumentError,
     InvalidCursorError,
     InvalidSessionIdError,
     ModelDefinitionError,
@@ -33,6 +32,11 @@ from .errors import (
     UnknownKeyError,
     UnsupportedDialectError,
 )
+from sessionmeta.io.check import CheckReport, InvalidValue, KeyStats, check_store
+from sessionmeta.io.operations import OnInvalid
+from sessionmeta.io.retry import RetryPolicy
+from sessionmeta.io.scoped import ScopedBoundMetadata, ScopedStore
+from sessionmeta.io.store import BoundMetadata, MetadataStore
 
 __version__ = "0.1.0"
 
@@ -41,6 +45,7 @@ __all__ = [
     "AnyOf",
     "BoundMetadata",
     "CheckReport",
+    "ConcurrencyError",
     "Condition",
     "ConflictError",
     "DatabaseError",
@@ -48,6 +53,7 @@ __all__ = [
     "FilterArg",
     "FilterError",
     "HasSessionId",
+    "InvalidArgumentError",
     "InvalidCursorError",
     "InvalidSessionIdError",
     "InvalidValue",
@@ -59,6 +65,7 @@ __all__ = [
     "OrderArg",
     "OrderBy",
     "Page",
+    "RetryPolicy",
     "ScopedBoundMetadata",
     "ScopedStore",
     "SessionListing",

@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from sessionmeta.cli import main
 
 # Guarded, so that importing every submodule (as tools and tests do) runs nothing.
 if __name__ == "__main__":

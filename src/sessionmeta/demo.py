@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from . import SessionMeta
+from sessionmeta import SessionMeta
 
 __all__ = ["SAMPLE_SESSIONS", "SupportTicket"]
 

@@ -40,7 +40,12 @@ class UnsupportedDialectError(SessionMetaError):
     """The engine's database or driver is not one sessionmeta supports."""
 
 
-class InvalidSessionIdError(SessionMetaError, ValueError):
+class InvalidArgumentError(SessionMetaError, ValueError, TypeError):
+    """An argument of a call is out of range or of the wrong type: a limit, a batch size,
+    an option. A ``ValueError`` and a ``TypeError`` too, as Python's own checks are."""
+
+
+class InvalidSessionIdError(InvalidArgumentError):
     """A session id is empty, too long, or holds a character the databases cannot store."""
 
 
@@ -73,11 +78,6 @@ class StoredValueError(SessionMetaError, ValueError):
             f"session {session_id!r}, key {key!r}: stored value {shown!r} "
             f"does not fit the model: {reason}"
         )
-
-
-class InvalidArgumentError(SessionMetaError, ValueError, TypeError):
-    """An argument of a call is out of range or of the wrong type: a limit, a batch size,
-    an option. A ``ValueError`` and a ``TypeError`` too, as Python's own checks are."""
 
 
 class FilterError(SessionMetaError, ValueError):

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import MetaData, Table
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
-from ._schema import build_tables
+from sessionmeta.sql.schema import build_tables
 
 __all__ = ["downgrade", "new_tables", "upgrade"]
 

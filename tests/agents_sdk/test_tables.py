@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import DatabaseError
-from sessionmeta._schema import add_messages_table, build_tables
+from sessionmeta.sql.schema import add_messages_table, build_tables
 from sessionmeta.agents import MetadataSQLAlchemySession
 from tests.models import ChatMeta
 

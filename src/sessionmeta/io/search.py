@@ -1,50 +1,48 @@
 """Running query plans: finds, listings, counts and bulk reads, one statement each.
 
-Plans are checked by ``_query`` and their SQL built by ``_sql``; this module
-only fills parameters, runs the compiled statement on the driver and shapes
-the rows. Each method is one round trip.
+Plans are checked by ``core.plan`` and their SQL built by ``sql.plans``; this
+module only fills parameters, runs the compiled statement through the store's
+operations and shapes the rows. Each method is one round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic
+from typing import Any, Generic
 
 from pydantic import TypeAdapter, ValidationError
 
-from ._codec import object_text
-from ._filters import FilterArg, OrderArg
-from ._model import HasSessionId, ModelT, check_session_id
-from ._page import Page, SessionListing
-from ._query import Plan, encode_cursor, plan_query
-from ._retry import retrying
-from ._sql import QuerySQL
+from sessionmeta.core.codec import encode_model, object_text
+from sessionmeta.core.filters import FilterArg, OrderArg
+from sessionmeta.core.page import Page, SessionListing
+from sessionmeta.core.plan import Plan, check_limit, encode_cursor, plan_query
+from sessionmeta.core.spec import HasSessionId, ModelT, check_session_id
+from sessionmeta.errors import InvalidArgumentError
+from sessionmeta.io.operations import Operations, Row
+from sessionmeta.sql.plans import QuerySQL
 
-if TYPE_CHECKING:
-    from ._store import MetadataStore
-
-__all__ = ["Searcher", "check_limit"]
-
-MAX_LIMIT = 10_000
-
-
-def check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit!r}")
+__all__ = ["Searcher"]
 
 
 class Searcher(Generic[ModelT]):
     """The query side of a store, optionally limited to one scope (``key == value`` pairs)."""
 
-    def __init__(self, store: MetadataStore[ModelT], sql: QuerySQL) -> None:
-        self.store = store
+    def __init__(self, ops: Operations[ModelT], sql: QuerySQL) -> None:
+        self.ops = ops
         self.sql = sql
-        many: Any = list[store.model]  # type: ignore[name-defined]
+        many: Any = list[ops.spec.model]  # type: ignore[name-defined]
         self._many_adapter: TypeAdapter[list[ModelT]] = TypeAdapter(many)
+
+    def on(self, ops: Operations[ModelT]) -> Searcher[ModelT]:
+        """The same queries through other operations (a caller's connection)."""
+        searcher: Searcher[ModelT] = Searcher.__new__(Searcher)
+        searcher.__dict__.update(self.__dict__)
+        searcher.ops = ops
+        return searcher
 
     def decode_many(self, sessions: Sequence[tuple[str, list[tuple[str, str]]]]) -> list[ModelT]:
         """Models for many sessions' rows: one validation of one JSON array when all fit."""
-        fields = self.store.spec.fields
+        fields = self.ops.spec.fields
         text = (
             "["
             + ",".join(
@@ -57,7 +55,7 @@ class Searcher(Generic[ModelT]):
             return self._many_adapter.validate_json(text)
         except ValidationError:
             # Name the session and key that do not fit (or read them as defaults).
-            return [self.store._decode(session_id, rows) for session_id, rows in sessions]
+            return [self.ops.decode(session_id, rows) for session_id, rows in sessions]
 
     def plan(
         self,
@@ -67,7 +65,7 @@ class Searcher(Generic[ModelT]):
         scope: Mapping[str, Any] | None,
     ) -> Plan:
         return plan_query(
-            self.store.spec,
+            self.ops.spec,
             filters,
             order_by=order_by,
             cursor=cursor,
@@ -75,18 +73,15 @@ class Searcher(Generic[ModelT]):
             scope=scope,
         )
 
-    async def _fetch(self, statement: Any, params: Mapping[str, Any]) -> list[Sequence[Any]]:
-        store = self.store
-        await store._ensure_tables()
-        args = statement.args(params)
-
-        async def once() -> list[Sequence[Any]]:
-            async with store._connect() as db:
-                rows = await db.fetch(statement, args)
-                await db.end_read()
-            return rows
-
-        return await retrying(once)
+    async def find_equal(self, key: str, value: Any, limit: int) -> list[str]:
+        """Ids of sessions whose ``key`` equals ``value`` (validated as the field's type)."""
+        check_limit(limit)
+        spec = self.ops.spec
+        field = spec.field(key)
+        (row,) = encode_model(spec, spec.validate_values({field.key: value}))
+        params = {"key": row.key, "value_hash": row.value_hash, "limit": limit}
+        rows = await self.ops.fetch(self.ops.statements.find_equal(), params)
+        return [session_id for (session_id,) in rows]
 
     async def find(
         self,
@@ -100,7 +95,7 @@ class Searcher(Generic[ModelT]):
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
         # One row more than asked tells whether another page follows.
-        rows = await self._fetch(self.sql.ids(plan), {**plan.params, "limit": limit + 1})
+        rows = await self.ops.fetch(self.sql.ids(plan), {**plan.params, "limit": limit + 1})
         ids = [row[0] for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -119,7 +114,7 @@ class Searcher(Generic[ModelT]):
     ) -> Page[SessionListing[ModelT]]:
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
-        rows = await self._fetch(self.sql.listing(plan), {**plan.params, "limit": limit + 1})
+        rows = await self.ops.fetch(self.sql.listing(plan), {**plan.params, "limit": limit + 1})
         # Rows come in page order, each session's rows together: (id, key, value[, sort]).
         sessions: list[tuple[str, Any, list[tuple[str, str]]]] = []
         for row in rows:
@@ -144,17 +139,16 @@ class Searcher(Generic[ModelT]):
         self, filters: Iterable[FilterArg], scope: Mapping[str, Any] | None = None
     ) -> int:
         plan = self.plan(filters, "session_id", None, scope)
-        rows = await self._fetch(self.sql.count(plan), plan.params)
+        rows = await self.ops.fetch(self.sql.count(plan), plan.params)
         return int(rows[0][0])
 
-    async def many_rows(
-        self, sessions: Iterable[str | HasSessionId]
-    ) -> dict[str, list[tuple[str, str]]]:
-        """Every stored (key, value) of each session, in one statement; ids checked first."""
-        if isinstance(sessions, str):
-            raise TypeError("get_many takes a list of session ids, not one string")
+    async def many_rows(self, sessions: Iterable[str | HasSessionId]) -> dict[str, list[Row]]:
+        """Every stored (key, value, hash) of each session, in one statement; ids checked
+        first."""
+        if isinstance(sessions, str) or not isinstance(sessions, Iterable):
+            raise InvalidArgumentError(f"get_many takes a list of session ids, not {sessions!r}")
         ids = list(dict.fromkeys(check_session_id(session) for session in sessions))
-        found: dict[str, list[tuple[str, str]]] = {session_id: [] for session_id in ids}
+        found: dict[str, list[Row]] = {session_id: [] for session_id in ids}
         if not ids:
             return found
         if self.sql.arrays:
@@ -168,11 +162,13 @@ class Searcher(Generic[ModelT]):
             padded = ids + [ids[-1]] * (size - len(ids))
             statement = self.sql.many(size)
             params = {f"id{index}": session_id for index, session_id in enumerate(padded)}
-        for session_id, key, value in await self._fetch(statement, params):
-            found[session_id].append((key, value))
+        for session_id, key, value, value_hash in await self.ops.fetch(statement, params):
+            found[session_id].append((key, value, value_hash))
         return found
 
     async def many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
-        rows = await self.many_rows(sessions)
-        models = self.decode_many(list(rows.items()))
-        return dict(zip(rows, models, strict=True))
+        found = await self.many_rows(sessions)
+        models = self.decode_many(
+            [(sid, [(key, value) for key, value, _ in rows]) for sid, rows in found.items()]
+        )
+        return dict(zip(found, models, strict=True))

@@ -45,9 +45,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from ._query import Group, Leaf, Node, Plan
-from ._schema import Tables
-from ._statements import CompiledStatement, compile_statement
+from sessionmeta.core.plan import Group, Leaf, Node, Plan
+from sessionmeta.sql.dialects import backend_for
+from sessionmeta.sql.schema import Tables
+from sessionmeta.sql.statements import CompiledStatement, compile_statement
 
 __all__ = ["QuerySQL"]
 
@@ -63,10 +64,10 @@ _CACHE_SIZE = 512
 class _Builder:
     """Builds the SQL of one plan; fresh aliases per condition."""
 
-    def __init__(self, tables: Tables, arrays: bool, sqlite: bool) -> None:
+    def __init__(self, tables: Tables, arrays: bool, averaged_statistics: bool) -> None:
         self.tables = tables
         self.arrays = arrays
-        self.sqlite = sqlite
+        self.averaged_statistics = averaged_statistics
         self.count = 0
 
     def _next(self) -> int:
@@ -209,7 +210,7 @@ class _Builder:
             # How many sessions hold a key, every engine but SQLite knows per key
             # (PostgreSQL's most common values, InnoDB's index dives); SQLite's
             # statistics are averages over all keys.
-            return self.sqlite
+            return self.averaged_statistics
         # Ranges, `in` and `contains`: sort_key's statistics mix every key's values,
         # and element hashes are rare by nature.
         return True
@@ -221,8 +222,10 @@ class QuerySQL:
     def __init__(self, dialect: Dialect, tables: Tables) -> None:
         self.dialect = dialect
         self.tables = tables
+        backend = backend_for(dialect)
         # PostgreSQL takes a list as one array parameter: one statement for any length.
-        self.arrays = dialect.name == "postgresql"
+        self.arrays = backend.arrays
+        self.per_key_statistics = backend.per_key_statistics
         self._cache: OrderedDict[tuple[Any, ...], CompiledStatement] = OrderedDict()
 
     def _compiled(self, cache_key: tuple[Any, ...], build: Callable[[], Any]) -> CompiledStatement:
@@ -237,7 +240,7 @@ class QuerySQL:
         return compiled
 
     def _builder(self) -> _Builder:
-        return _Builder(self.tables, self.arrays, self.dialect.name == "sqlite")
+        return _Builder(self.tables, self.arrays, not self.per_key_statistics)
 
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
@@ -270,7 +273,7 @@ class QuerySQL:
         return self._compiled(("listing", plan.shape()), build)
 
     def many(self, count: int) -> CompiledStatement:
-        """Every (session id, key, value) row of ``count`` sessions (parameters ``id0``...)."""
+        """Every (session id, key, value, hash) row of ``count`` sessions (``id0``...)."""
         values = self.tables.values
 
         def build() -> Any:
@@ -279,6 +282,8 @@ class QuerySQL:
                 match = values.c.session_id == func.any(ids)
             else:
                 match = values.c.session_id.in_([bindparam(f"id{i}") for i in range(count)])
-            return select(values.c.session_id, values.c.key, values.c.value).where(match)
+            return select(
+                values.c.session_id, values.c.key, values.c.value, values.c.value_hash
+            ).where(match)
 
         return self._compiled(("many", 0 if self.arrays else count), build)

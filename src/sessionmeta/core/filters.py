@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
+from sessionmeta.errors import FilterError, InvalidArgumentError
+
 __all__ = [
     "AllOf",
     "AnyOf",
@@ -23,8 +25,11 @@ __all__ = [
     "Operator",
     "OrderBy",
     "OrderArg",
+    "MAX_FILTER_CONDITIONS",
+    "MAX_FILTER_DEPTH",
     "all_of",
     "any_of",
+    "check_filter_size",
     "field",
 ]
 
@@ -35,11 +40,15 @@ OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-de
 
 
 class _Combinable:
+    # `a & b & c` is one group of three, not groups nested two deep: a long chain
+    # stays within MAX_FILTER_DEPTH.
     def __and__(self, other: Filter) -> AllOf:
-        return all_of(self, other)  # type: ignore[arg-type]
+        head = self.filters if isinstance(self, AllOf) else (self,)
+        return AllOf((*head, *_flatten([other])))
 
     def __or__(self, other: Filter) -> AnyOf:
-        return any_of(self, other)  # type: ignore[arg-type]
+        head = self.filters if isinstance(self, AnyOf) else (self,)
+        return AnyOf((*head, *_flatten([other])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +95,40 @@ def _flatten(filters: Iterable[FilterArg]) -> tuple[Filter, ...]:
         elif isinstance(item, (list, tuple)):
             flat.extend(_flatten(item))
         else:
-            raise TypeError(
-                f"expected a Condition, all_of/any_of group, mapping or list of them, "
-                f"got {type(item).__name__}"
+            raise InvalidArgumentError(
+                "a filter is a Condition, an all_of/any_of group, a mapping of keys to "
+                f"values or a list of them, not {item!r} ({type(item).__name__})"
             )
     return tuple(flat)
+
+
+# Documented in docs/queries.md: beyond these, databases refuse or crawl
+# (SQLite's 500-term compound SELECT, its expression depth; PostgreSQL's planner).
+MAX_FILTER_DEPTH = 32
+MAX_FILTER_CONDITIONS = 256
+
+
+def check_filter_size(filters: Iterable[Filter]) -> None:
+    """Refuse a query nested deeper than MAX_FILTER_DEPTH groups or holding more than
+    MAX_FILTER_CONDITIONS conditions, before anything recurses into it."""
+    conditions = 0
+    stack: list[tuple[Filter, int]] = [(item, 1) for item in filters]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Condition):
+            conditions += 1
+            if conditions > MAX_FILTER_CONDITIONS:
+                raise FilterError(
+                    f"a query holds at most {MAX_FILTER_CONDITIONS} conditions; this one "
+                    "holds more: split it, or use field(...).is_in([...]) for many values"
+                )
+            continue
+        if depth > MAX_FILTER_DEPTH:
+            raise FilterError(
+                f"all_of/any_of groups nest at most {MAX_FILTER_DEPTH} deep; this query "
+                "nests deeper"
+            )
+        stack.extend((child, depth + 1) for child in item.filters)
 
 
 def all_of(*filters: FilterArg) -> AllOf:

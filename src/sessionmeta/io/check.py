@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, or_, select
 
-from ._codec import object_text
-from ._driver import connect, driver_class
-from ._model import ModelSpec, SessionMeta
-from ._statements import CompiledStatement, compile_statement
-from ._store import MetadataStore
+from sessionmeta.core.codec import object_text
+from sessionmeta.core.spec import ModelSpec, SessionMeta
+from sessionmeta.errors import InvalidArgumentError
+from sessionmeta.io.store import MetadataStore
 
 __all__ = [
     "CheckReport",
@@ -190,42 +188,12 @@ def validate_session_rows(
 
 async def read_session_rows(store: MetadataStore[Any], session_id: str) -> list[tuple[str, str]]:
     """Every stored ``(key, value)`` row of one session, declared by the model or not."""
-    statement = store.statements.select_values(None)
-    async with connect(store.engine, driver_class(store.engine), session_id=session_id) as db:
-        rows = await db.fetch(statement, statement.args({"session_id": session_id}))
-        await db.end_read()
-    return sorted((key, value) for key, value in rows)
-
-
-def _statements(store: MetadataStore[Any], batch_size: int) -> tuple[CompiledStatement, ...]:
-    values = store.tables.values
-    columns = select(values.c.session_id, values.c.key, values.c.value)
-    order = (values.c.session_id, values.c.key)
-    first = columns.order_by(*order).limit(batch_size)
-    after = (
-        # Spelled out rather than as a row comparison: MariaDB scans the whole index
-        # for `(a, b) > (x, y)`, while `a >= x` is a range on every database.
-        columns.where(
-            values.c.session_id >= bindparam("after_session"),
-            or_(
-                values.c.session_id > bindparam("after_session"),
-                values.c.key > bindparam("after_key"),
-            ),
-        )
-        .order_by(*order)
-        .limit(batch_size)
-    )
-    count = select(func.count()).select_from(values)
-    dialect = store.engine.dialect
-    return tuple(compile_statement(statement, dialect) for statement in (first, after, count))
+    return sorted(await store.ops.rows(session_id, None))
 
 
 async def count_stored_rows(store: MetadataStore[Any]) -> int:
     """How many metadata rows the store's table holds (for a progress bar)."""
-    *_, count = _statements(store, 1)
-    async with connect(store.engine, driver_class(store.engine)) as db:
-        ((total,),) = await db.fetch(count, [])
-        await db.end_read()
+    ((total,),) = await store.ops.fetch(store.ops.statements.count_rows(), {})
     return int(total)
 
 
@@ -244,22 +212,25 @@ async def check_store(
     ``progress`` is called with the number of rows read so far after each batch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-    first, after, _ = _statements(store, batch_size)
+        raise InvalidArgumentError(f"batch_size must be a positive integer, not {batch_size!r}")
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
+        raise InvalidArgumentError(
+            f"max_examples must be an integer of 0 or more, not {max_examples!r}"
+        )
+    ops = store.ops
+    first = ops.statements.scan(batch_size, after=False)
+    after = ops.statements.scan(batch_size, after=True)
     scanner = _Scanner(store.spec, max_examples)
-    driver = driver_class(store.engine)
     pending_session: str | None = None
     pending: list[tuple[str, str]] = []
     read = 0
     cursor: tuple[str, str] | None = None
     while True:
-        async with connect(store.engine, driver) as db:
-            if cursor is None:
-                rows = await db.fetch(first, first.args({}))
-            else:
-                params = {"after_session": cursor[0], "after_key": cursor[1]}
-                rows = await db.fetch(after, after.args(params))
-            await db.end_read()
+        # Each batch is its own short read: no transaction stays open across the scan.
+        if cursor is None:
+            rows = await ops.fetch(first, {})
+        else:
+            rows = await ops.fetch(after, {"after_session": cursor[0], "after_key": cursor[1]})
         for session_id, key, value in rows:
             if session_id != pending_session:
                 if pending_session is not None:

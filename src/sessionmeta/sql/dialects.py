@@ -1,57 +1,45 @@
-"""The store's SQL, built once with SQLAlchemy Core and compiled once per dialect.
+"""The one registry of backends: everything that differs between the databases.
 
-Compiled statements are run straight on the driver connection by ``_driver``;
-this module only builds them. Dialect differences live in :class:`_Dialect`
-subclasses: how to insert-or-ignore, how to upsert, how to match a list of keys.
+Each :class:`Backend` says how its family of databases spells what standard SQL
+leaves open (upserts, insert-or-ignore, key lists), which driver errors mean a
+concurrent abort, a missing session row or a lost connection, and the small
+habits of its engine (SQLite's write lock, PostgreSQL's arrays). No other
+module branches on a dialect name: they ask :func:`backend_for`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import ClauseElement, ColumnElement, Text, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, Text, bindparam, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
-from ._codec import EncodedValue
-from ._schema import Tables
-from .errors import UnsupportedDialectError
+from sessionmeta.core.codec import EncodedValue
+from sessionmeta.errors import UnsupportedDialectError
+from sessionmeta.sql.schema import Tables
 
-__all__ = ["CompiledStatement", "Statements", "statements_for"]
-
-
-@dataclass(frozen=True)
-class CompiledStatement:
-    """SQL text in the driver's own parameter style, and how to order its arguments."""
-
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]
-
-    def args(self, params: Mapping[str, Any]) -> list[Any]:
-        defaults = self.defaults
-        return [params[name] if name in params else defaults[name] for name in self.names]
-
-
-def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
-    assert isinstance(statement, ClauseElement)
-    compiled = statement.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    names = tuple(compiled.positiontup or ())
-    defaults = {name: compiled.binds[name].value for name in names if name in compiled.binds}
-    return CompiledStatement(str(compiled), names, defaults)
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "ErrorKind",
+    "Spelling",
+    "backend_for",
+    "backend_named",
+    "create_ddl",
+]
 
 
 def _key_params(prefix: str, count: int) -> list[ColumnElement[Any]]:
     return [bindparam(f"{prefix}{index}") for index in range(count)]
 
 
-class _Dialect:
+class Spelling:
     """How one family of databases spells what standard SQL leaves open."""
 
     # Whether one statement can create the session row and write the values.
@@ -124,7 +112,7 @@ class _Dialect:
         ]
 
 
-class _PostgreSQL(_Dialect):
+class _PostgreSQL(Spelling):
     upsert_creates_session = True
     keys_as_array = True
 
@@ -244,7 +232,7 @@ class _PostgreSQL(_Dialect):
         }
 
 
-class _SQLite(_Dialect):
+class _SQLite(Spelling):
     def insert_session(self) -> Executable:
         return (
             sqlite.insert(self.tables.sessions)
@@ -269,7 +257,7 @@ class _SQLite(_Dialect):
         return insert.on_conflict_do_nothing(index_elements=["session_id", "key"])
 
 
-class _MySQL(_Dialect):
+class _MySQL(Spelling):
     def insert_session(self) -> Executable:
         # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
         sessions = self.tables.sessions
@@ -291,108 +279,160 @@ class _MySQL(_Dialect):
         return insert.on_duplicate_key_update(session_id=values.c.session_id)
 
 
-_DIALECTS: dict[str, type[_Dialect]] = {
-    "postgresql": _PostgreSQL,
-    "sqlite": _SQLite,
-    "mysql": _MySQL,
-    "mariadb": _MySQL,
+ErrorKind = Literal["transient", "missing_session", "unique", "incompatible_parent"]
+
+# SQLSTATEs: deadlock_detected, serialization_failure; foreign_key_violation; unique_violation.
+_POSTGRES_ERRORS: dict[str, ErrorKind] = {
+    "40P01": "transient",
+    "40001": "transient",
+    "23503": "missing_session",
+    "23505": "unique",
+}
+# Deadlock (1213), lock wait timeout (1205), record changed since last read (1020, MariaDB
+# snapshot isolation), Galera certification failure (1180 on commit, 1213 on a statement);
+# no referenced row (1452); duplicate key (1062); a foreign key refused because the
+# parent column's type or collation differs: MariaDB 1005 "incorrectly formed", MySQL 5.7
+# 1215, MySQL 8 3780.
+_MYSQL_ERRORS: dict[int, ErrorKind] = {
+    1213: "transient",
+    1205: "transient",
+    1020: "transient",
+    1180: "transient",
+    1452: "missing_session",
+    1062: "unique",
+    1005: "incompatible_parent",
+    1215: "incompatible_parent",
+    3780: "incompatible_parent",
 }
 
 
-@dataclass
-class Statements:
-    """Every statement the store runs, compiled for one dialect, built on first use."""
-
-    dialect: Dialect
-    spelling: _Dialect
-    _cache: dict[tuple[str, int], CompiledStatement] = field(default_factory=dict)
-
-    def _compiled(self, name: str, count: int, build: Any) -> CompiledStatement:
-        cache_key = (name, count)
-        compiled = self._cache.get(cache_key)
-        if compiled is None:
-            compiled = self._cache[cache_key] = compile_statement(build(), self.dialect)
-        return compiled
-
-    @property
-    def upsert_creates_session(self) -> bool:
-        return self.spelling.upsert_creates_session
-
-    def insert_session(self) -> CompiledStatement:
-        return self._compiled("insert_session", 0, self.spelling.insert_session)
-
-    def upsert(self, count: int) -> CompiledStatement:
-        # PostgreSQL's statement takes arrays: one shape for any count.
-        shape = 0 if self.spelling.upsert_creates_session else count
-        return self._compiled("upsert", shape, lambda: self.spelling.upsert(count))
-
-    def claim(self, count: int) -> CompiledStatement:
-        return self._compiled("claim", count, lambda: self.spelling.claim(count))
-
-    def delete_items(self, key_count: int) -> CompiledStatement:
-        """Where the upsert does not keep items in step: drop the items of rewritten keys."""
-        build = lambda: self.spelling.delete_items(key_count)  # noqa: E731
-        return self._compiled("delete_items", key_count, build)
-
-    def insert_items(self, count: int) -> CompiledStatement:
-        return self._compiled("insert_items", count, lambda: self.spelling.insert_items(count))
-
-    def select_values(self, key_count: int | None) -> CompiledStatement:
-        values = self.tables.values
-
-        def build() -> Executable:
-            query = select(values.c.key, values.c.value).where(
-                values.c.session_id == bindparam("session_id")
-            )
-            if key_count is not None:
-                query = query.where(self.spelling.key_in(key_count))
-            return query
-
-        return self._compiled("select_values", self._key_shape(key_count), build)
-
-    def delete_values(self, key_count: int | None) -> CompiledStatement:
-        values = self.tables.values
-
-        def build() -> Executable:
-            statement = delete(values).where(values.c.session_id == bindparam("session_id"))
-            if key_count is not None:
-                statement = statement.where(self.spelling.key_in(key_count))
-            return statement
-
-        return self._compiled("delete_values", self._key_shape(key_count), build)
-
-    def find_equal(self) -> CompiledStatement:
-        values = self.tables.values
-
-        def build() -> Executable:
-            return (
-                select(values.c.session_id)
-                .where(
-                    values.c.key == bindparam("key"),
-                    values.c.value_hash == bindparam("value_hash"),
-                )
-                .order_by(values.c.session_id)
-                .limit(bindparam("limit"))
-            )
-
-        return self._compiled("find_equal", 0, build)
-
-    @property
-    def tables(self) -> Tables:
-        return self.spelling.tables
-
-    def _key_shape(self, key_count: int | None) -> int:
-        if key_count is None:
-            return -1
-        return 0 if self.spelling.keys_as_array else key_count
+def _postgres_kind(error: BaseException) -> ErrorKind | None:
+    # asyncpg's and psycopg's errors both carry the SQLSTATE.
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return _POSTGRES_ERRORS.get(code) if isinstance(code, str) else None
 
 
-def statements_for(dialect: Dialect, tables: Tables) -> Statements:
-    """The statements for ``dialect``; raise :class:`UnsupportedDialectError` for others."""
-    spelling = _DIALECTS.get(dialect.name)
-    if spelling is None:
-        supported = ", ".join(sorted(_DIALECTS))
+def _mysql_kind(error: BaseException) -> ErrorKind | None:
+    args = getattr(error, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    return _MYSQL_ERRORS.get(code) if code is not None else None
+
+
+def _sqlite_kind(error: BaseException) -> ErrorKind | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return None
+    primary = code & 0xFF
+    if primary in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED: the busy timeout ran out
+        return "transient"
+    if code == 787:  # SQLITE_CONSTRAINT_FOREIGNKEY
+        return "missing_session"
+    if code in (1555, 2067):  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
+        return "unique"
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One family of databases sessionmeta supports."""
+
+    name: str
+    # Dialect names SQLAlchemy gives this family.
+    dialect_names: tuple[str, ...]
+    # The async driver a plain ``name://`` URL gets, and the extra that installs it.
+    default_driver: str
+    extra: str
+    spelling: type[Spelling]
+    ddl_dialect: Callable[[], Dialect]
+    error_kind: Callable[[BaseException], ErrorKind | None]
+    # Lists of values bind as one array parameter (one statement shape for any count).
+    arrays: bool = False
+    # The statement that opens a write transaction, where the default would not take the
+    # write lock up front (SQLite: two deferred writers would deadlock on the upgrade).
+    begin_write: str | None = None
+    # Statements that run outside a transaction may use autocommit at no cost.
+    cheap_autocommit: bool = False
+    # SQLite: foreign keys (and so ON DELETE CASCADE) are off unless each connection asks.
+    foreign_keys_pragma: bool = False
+    # Whether the planner knows how many rows each key has (SQLite's statistics are
+    # averages over all keys).
+    per_key_statistics: bool = True
+
+
+def _mariadb_dialect() -> Dialect:
+    dialect = mysql.dialect()
+    dialect.is_mariadb = True
+    return dialect
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend(
+        "postgresql",
+        ("postgresql",),
+        "postgresql+asyncpg",
+        "postgres",
+        _PostgreSQL,
+        postgresql.dialect,
+        _postgres_kind,
+        arrays=True,
+        cheap_autocommit=True,
+    ),
+    Backend(
+        "mysql",
+        ("mysql",),
+        "mysql+aiomysql",
+        "mysql",
+        _MySQL,
+        mysql.dialect,
+        _mysql_kind,
+    ),
+    Backend(
+        "mariadb",
+        ("mariadb",),
+        "mariadb+aiomysql",
+        "mysql",
+        _MySQL,
+        _mariadb_dialect,
+        _mysql_kind,
+    ),
+    Backend(
+        "sqlite",
+        ("sqlite",),
+        "sqlite+aiosqlite",
+        "sqlite",
+        _SQLite,
+        sqlite.dialect,
+        _sqlite_kind,
+        begin_write="BEGIN IMMEDIATE",
+        foreign_keys_pragma=True,
+        per_key_statistics=False,
+    ),
+)
+_BY_DIALECT = {name: backend for backend in BACKENDS for name in backend.dialect_names}
+
+
+def backend_named(name: str) -> Backend:
+    """The backend of a SQLAlchemy dialect name; :class:`UnsupportedDialectError` for others."""
+    backend = _BY_DIALECT.get(name)
+    if backend is None:
+        supported = ", ".join(sorted(_BY_DIALECT))
         raise UnsupportedDialectError(
-            f"sessionmeta does not support the {dialect.name!r} database; it supports {supported}"
+            f"sessionmeta does not support the {name!r} database; it supports {supported}"
         )
-    return Statements(dialect, spelling(tables))
+    return backend
+
+
+def backend_for(dialect: Dialect) -> Backend:
+    """The backend serving ``dialect``."""
+    return backend_named(dialect.name)
+
+
+def create_ddl(tables: Tables, dialect_name: str) -> str:
+    """The ``CREATE`` statements for ``tables`` in ``dialect_name``, as one SQL script."""
+    dialect = backend_named(dialect_name).ddl_dialect()
+    parts: list[str] = []
+    for table in tables.metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        for index in sorted(table.indexes, key=lambda index: index.name or ""):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+    return "\n\n".join(parts) + "\n"

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._codec import encode_model, item_hashes
-from ._filters import (
+from sessionmeta.core.codec import encode_model, item_hashes
+from sessionmeta.core.filters import (
     OPERATORS,
     AllOf,
     AnyOf,
@@ -27,16 +27,19 @@ from ._filters import (
     OrderArg,
     OrderBy,
     _flatten,
+    check_filter_size,
 )
-from ._model import FieldSpec, ModelSpec
-from .errors import FilterError, InvalidCursorError
+from sessionmeta.core.spec import FieldSpec, ModelSpec, check_session_id
+from sessionmeta.errors import FilterError, InvalidArgumentError, InvalidCursorError
 
 __all__ = [
+    "MAX_LIMIT",
     "SESSION_COLUMNS",
     "Leaf",
     "Node",
     "Order",
     "Plan",
+    "check_limit",
     "decode_cursor",
     "encode_cursor",
     "plan_query",
@@ -225,14 +228,18 @@ def _node(spec: ModelSpec[Any], item: Filter, params: _Params, arrays: bool) -> 
     if isinstance(item, (AllOf, AnyOf)):
         nodes = tuple(_node(spec, child, params, arrays) for child in item.filters)
         return Group(any_=isinstance(item, AnyOf), nodes=nodes)
-    raise TypeError(f"expected a Condition or all_of/any_of group, got {type(item).__name__}")
+    raise InvalidArgumentError(
+        f"expected a Condition or all_of/any_of group, not {item!r} ({type(item).__name__})"
+    )
 
 
 def resolve_filters(
     spec: ModelSpec[Any], filters: Iterable[FilterArg], params: _Params, *, arrays: bool
 ) -> Group:
     """Check and encode ``filters`` (all must hold) into a tree of parameterized leaves."""
-    nodes = tuple(_node(spec, item, params, arrays) for item in _flatten(filters))
+    flat = _flatten(filters)
+    check_filter_size(flat)
+    nodes = tuple(_node(spec, item, params, arrays) for item in flat)
     return Group(any_=False, nodes=nodes)
 
 
@@ -275,7 +282,10 @@ def resolve_order(spec: ModelSpec[Any], order_by: OrderArg, params: _Params) -> 
         descending = order_by.startswith("-")
         order_by = OrderBy(order_by[1:] if descending else order_by, descending)
     if not isinstance(order_by, OrderBy):
-        raise TypeError(f"order_by must be a string or OrderBy, got {type(order_by).__name__}")
+        raise InvalidArgumentError(
+            f'order_by must be a key name ("-" in front for descending) or an OrderBy, '
+            f"not {order_by!r} ({type(order_by).__name__})"
+        )
     direction = "d" if order_by.descending else "a"
     if not order_by.metadata and order_by.key in SESSION_COLUMNS:
         column: Any = order_by.key
@@ -287,6 +297,18 @@ def resolve_order(spec: ModelSpec[Any], order_by: OrderArg, params: _Params) -> 
         )
     params.values["order_key"] = field.key
     return Order("meta", order_by.descending, f"m:{field.key}:{direction}")
+
+
+MAX_LIMIT = 10_000
+
+
+def check_limit(limit: object) -> int:
+    """``limit`` if it is a page size the store serves: an integer from 1 to MAX_LIMIT."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgumentError(
+            f"limit must be an integer from 1 to {MAX_LIMIT:,}, not {limit!r}"
+        )
+    return limit
 
 
 def plan_query(
@@ -327,13 +349,20 @@ def encode_cursor(order: Order, sort_value: Any, session_id: str) -> str:
 def decode_cursor(cursor: str, fingerprint: str) -> tuple[Any, str]:
     """The (sort value, session id) a cursor continues after; checks it fits the order."""
     if not isinstance(cursor, str):
-        raise InvalidCursorError(f"a cursor is a string, not {type(cursor).__name__}")
+        raise InvalidCursorError(
+            f"a cursor is the string of a page's next_cursor, not {cursor!r} "
+            f"({type(cursor).__name__})"
+        )
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         made_for, (tag, value), session_id = json.loads(base64.urlsafe_b64decode(padded))
-        if not isinstance(session_id, str) or tag not in ("t", "s"):
+        # Everything a cursor carries is checked: a forged one must not reach the database.
+        if tag not in ("t", "s") or not isinstance(made_for, str):
             raise ValueError("unexpected content")
-        if tag == "t":
+        if not isinstance(value, str) and not (tag == "s" and value is None):
+            raise ValueError("unexpected sort value")
+        check_session_id(session_id)
+        if tag == "t" and isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursorError(f"cursor {cursor[:60]!r} is not one this library made") from exc

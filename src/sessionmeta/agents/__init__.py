@@ -9,8 +9,8 @@ break it through a renamed private attribute.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic
 
 try:
     from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
@@ -23,33 +23,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from sqlalchemy import MetaData
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ._engine_state import TableNames, enforce_sqlite_foreign_keys, engine_state
-from ._model import ModelT, check_session_id
-from ._store import BoundMetadata, MetadataStore, OnInvalid
-from .errors import DatabaseError
+from sessionmeta.agents.engine_state import TableNames, engine_state
+from sessionmeta.core.spec import ModelT, check_session_id
+from sessionmeta.errors import DatabaseError
+from sessionmeta.io.store import BoundMetadata, MetadataStore, OnInvalid
 
 __all__ = ["MetadataSQLAlchemySession"]
-
-_T = TypeVar("_T")
-_MYSQL_DEADLOCK = 1213
-_DEADLOCK_RETRY_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
-# "Foreign key constraint is incorrectly formed" (MariaDB), "Cannot add foreign key
-# constraint" (MySQL 5.7), "Referencing column ... incompatible" (MySQL 8).
-_MYSQL_FOREIGN_KEY_REFUSED = frozenset({1005, 1215, 3780})
-
-
-def _mysql_error_code(exc: BaseException) -> int | None:
-    """The MySQL error number behind ``exc``, through sessionmeta's and SQLAlchemy's wrappers."""
-    error: BaseException | None = exc
-    if isinstance(error, DatabaseError):
-        error = error.__cause__
-    if isinstance(error, DBAPIError):
-        error = error.orig
-    args: tuple[Any, ...] = getattr(error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _foreign_key_hint(names: TableNames, exc: DatabaseError) -> str:
@@ -61,25 +42,6 @@ def _foreign_key_hint(names: TableNames, exc: DatabaseError) -> str:
         f"give {sessions_table}.session_id (and the columns referring to it) that type "
         f"({exc})"
     )
-
-
-async def _retry_mysql_deadlocks(engine: AsyncEngine, operation: Callable[[], Awaitable[_T]]) -> _T:
-    """Run ``operation``, again when MySQL/MariaDB chose it as a deadlock victim.
-
-    Writers racing to create a session row (the SDK's add_items, set_metadata)
-    can deadlock on InnoDB's locks. The victim's whole transaction is rolled
-    back, so running it again writes nothing twice.
-    """
-    if engine.dialect.name not in ("mysql", "mariadb"):
-        return await operation()
-    for delay in _DEADLOCK_RETRY_DELAYS:
-        try:
-            return await operation()
-        except (OperationalError, DatabaseError) as exc:
-            if _mysql_error_code(exc) != _MYSQL_DEADLOCK:
-                raise
-        await asyncio.sleep(delay)
-    return await operation()
 
 
 class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
@@ -127,7 +89,6 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
         self._sessionmeta_state = state
         self._sessionmeta_table_names = names
         self._sessionmeta_tables_pending = create_tables and names not in state.created
-        enforce_sqlite_foreign_keys(engine)
 
     @classmethod
     def from_url(  # type: ignore[override]  # metadata_model is required here
@@ -193,7 +154,8 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
                 try:
                     await self._sessionmeta_store.create_tables()
                 except DatabaseError as exc:
-                    if _mysql_error_code(exc) in _MYSQL_FOREIGN_KEY_REFUSED:
+                    store = self._sessionmeta_store
+                    if store.db.error_kind(exc) == "incompatible_parent":
                         raise DatabaseError(_foreign_key_hint(names, exc)) from exc
                     raise
                 state.created.add(names)
@@ -216,7 +178,9 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
         """Append ``items`` to the history; the session row may already exist (metadata first)."""
         await self._sessionmeta_ready()
         add_items = super().add_items
-        await _retry_mysql_deadlocks(self.engine, lambda: add_items(items))
+        # Writers racing to create a session row can deadlock on InnoDB's locks; the
+        # victim's transaction was rolled back whole, so the store's retry policy reruns it.
+        await self._sessionmeta_store.db.retrying(lambda: add_items(items))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the most recent item, or ``None`` when the history is empty."""
@@ -244,7 +208,7 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[ModelT]):
         if self._sessionmeta_tables_pending:
             self._sessionmeta_store.spec.validate_values(values, session_id=bound.session_id)
             await self._sessionmeta_ready()
-        await _retry_mysql_deadlocks(self.engine, lambda: bound.set_metadata(values))
+        await bound.set_metadata(values)
 
     async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
         """The stored metadata as the model; keys not stored read as their defaults."""

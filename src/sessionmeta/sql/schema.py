@@ -19,22 +19,18 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from ._codec import SORT_KEY_LENGTH
-from ._model import MAX_KEY_LENGTH
-from .errors import TableNameError, UnsupportedDialectError
+from sessionmeta.core.codec import SORT_KEY_LENGTH
+from sessionmeta.core.spec import MAX_KEY_LENGTH
+from sessionmeta.errors import TableNameError
 
 __all__ = [
     "Tables",
     "add_messages_table",
     "build_tables",
     "check_table_name",
-    "create_ddl",
-    "dialect_named",
 ]
 
 # MySQL cannot index an unbounded string, and compares case- and accent-insensitively
@@ -215,32 +211,3 @@ def add_messages_table(tables: Tables, messages_table: str) -> Table:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-
-
-def dialect_named(name: str) -> Dialect:
-    """A SQLAlchemy dialect for ``name`` (postgresql, mysql, mariadb or sqlite), for DDL."""
-    dialects: dict[str, type[Dialect]] = {
-        "postgresql": postgresql.dialect,
-        "mysql": mysql.dialect,
-        "mariadb": mysql.dialect,
-        "sqlite": sqlite.dialect,
-    }
-    if name not in dialects:
-        raise UnsupportedDialectError(
-            f"no DDL for dialect {name!r}; choose one of {', '.join(sorted(dialects))}"
-        )
-    dialect = dialects[name]()
-    if name == "mariadb":
-        dialect.is_mariadb = True  # type: ignore[attr-defined]
-    return dialect
-
-
-def create_ddl(tables: Tables, dialect_name: str) -> str:
-    """The ``CREATE`` statements for ``tables`` in ``dialect_name``, as one SQL script."""
-    dialect = dialect_named(dialect_name)
-    parts: list[str] = []
-    for table in tables.metadata.sorted_tables:
-        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
-        for index in sorted(table.indexes, key=lambda index: index.name or ""):
-            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
-    return "\n\n".join(parts) + "\n"

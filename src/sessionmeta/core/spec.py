@@ -10,8 +10,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from ._fieldtypes import FieldKind, field_kind
-from .errors import InvalidSessionIdError, ModelDefinitionError, UnknownKeyError
+from sessionmeta.core.fieldtypes import FieldKind, field_kind
+from sessionmeta.errors import (
+    InvalidArgumentError,
+    InvalidSessionIdError,
+    ModelDefinitionError,
+    UnknownKeyError,
+)
 
 __all__ = [
     "FieldSpec",
@@ -165,7 +170,10 @@ class ModelSpec(Generic[ModelT]):
         """Validate what a caller wants written; the result's set fields are what to write."""
         if isinstance(values, BaseModel):
             if not isinstance(values, self.model):
-                raise TypeError(f"expected a {self.name} or a mapping, got {type(values).__name__}")
+                raise InvalidArgumentError(
+                    f"{where(session_id)}expected a {self.name} or a mapping, "
+                    f"got {type(values).__name__}"
+                )
             given = {name: getattr(values, name) for name in values.model_fields_set}
         elif isinstance(values, Mapping):
             given = dict(values)
@@ -173,11 +181,16 @@ class ModelSpec(Generic[ModelT]):
             if unknown:
                 raise UnknownKeyError(unknown, self.name, session_id)
         else:
-            raise TypeError(
-                f"expected a {self.name} or a mapping of keys to values, "
-                f"got {type(values).__name__}"
+            raise InvalidArgumentError(
+                f"{where(session_id)}expected a {self.name} or a mapping of keys to values, "
+                f"got {values!r} ({type(values).__name__})"
             )
         return self.model.model_validate(given)
+
+
+def where(session_id: str | None) -> str:
+    """``"session 'x': "`` for messages about one session, else nothing."""
+    return f"session {session_id!r}: " if session_id is not None else ""
 
 
 class HasSessionId(Protocol):
@@ -191,9 +204,9 @@ def check_session_id(session: str | HasSessionId) -> str:
     """The session id of ``session``, if every supported database can store it."""
     session_id = session if isinstance(session, str) else getattr(session, "session_id", None)
     if not isinstance(session_id, str):
-        raise TypeError(
+        raise InvalidSessionIdError(
             f"expected a session id string or an object with a session_id attribute, "
-            f"got {type(session).__name__}"
+            f"got {session!r} ({type(session).__name__})"
         )
     if not session_id:
         raise InvalidSessionIdError("session id is empty")

@@ -20,9 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL
 
-from . import __version__
-from ._check import check_store, count_stored_rows, read_session_rows
-from ._cli_input import (
+from sessionmeta import __version__
+from sessionmeta.cli.input import (
     DEFAULT_URL,
     UsageError,
     describe_validation_error,
@@ -31,19 +30,21 @@ from ._cli_input import (
     parse_clause,
     parse_url,
 )
-from ._cli_output import (
+from sessionmeta.cli.output import (
     ProgressBar,
     print_check_report,
     print_json,
     print_table,
     session_view,
 )
-from ._codec import encode_model
-from ._driver import describe
-from ._model import ModelSpec, SessionMeta, check_session_id
-from ._schema import build_tables, create_ddl
-from ._store import MetadataStore
-from .errors import DatabaseError, SessionMetaError
+from sessionmeta.core.codec import encode_model
+from sessionmeta.core.spec import ModelSpec, SessionMeta, check_session_id
+from sessionmeta.errors import DatabaseError, SessionMetaError
+from sessionmeta.io.check import check_store, count_stored_rows, read_session_rows
+from sessionmeta.io.database import describe
+from sessionmeta.io.store import MetadataStore
+from sessionmeta.sql.dialects import create_ddl
+from sessionmeta.sql.schema import build_tables
 
 __all__ = ["main"]
 
@@ -281,7 +282,7 @@ async def _schema(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from .demo import SAMPLE_SESSIONS, SupportTicket
+    from sessionmeta.demo import SAMPLE_SESSIONS, SupportTicket
 
     async with _open(args, SupportTicket, create=True) as store:
         await store.create_tables()

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.engine import URL, make_url
 
-from ._filters import Condition, Operator
-from ._model import FieldSpec, ModelSpec, SessionMeta
-from .errors import SessionMetaError
+from sessionmeta.core.filters import Condition, Operator
+from sessionmeta.core.spec import FieldSpec, ModelSpec, SessionMeta
+from sessionmeta.errors import SessionMetaError
 
 __all__ = [
     "DEFAULT_URL",

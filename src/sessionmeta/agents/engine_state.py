@@ -1,7 +1,7 @@
 """What the Agents SDK drop-in keeps per engine, for sessions made one per request.
 
 No I/O here and no import of the SDK: the shared store, which tables were
-created, the lock that serializes creating them, and SQLite's foreign keys.
+created, and the lock that serializes creating them.
 """
 
 from __future__ import annotations
@@ -10,21 +10,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from ._model import ModelT
-from ._schema import add_messages_table
-from ._store import MetadataStore, OnInvalid
+from sessionmeta.core.spec import ModelT
+from sessionmeta.io.store import MetadataStore, OnInvalid
+from sessionmeta.sql.schema import add_messages_table
 
-__all__ = ["EngineState", "TableNames", "engine_state", "enforce_sqlite_foreign_keys"]
+__all__ = ["EngineState", "TableNames", "engine_state"]
 
 TableNames = tuple[str, str, str]  # sessions, messages, metadata
 
 _STATE_ATTRIBUTE = "_sessionmeta_agents_state"
-_FOREIGN_KEYS_FLAG = "sessionmeta_foreign_keys"
 _guard = threading.Lock()
 
 
@@ -73,33 +69,3 @@ def engine_state(engine: AsyncEngine) -> EngineState:
             state = EngineState()
             setattr(sync_engine, _STATE_ATTRIBUTE, state)
         return state
-
-
-def _foreign_keys_on(
-    dbapi_connection: DBAPIConnection,
-    connection_record: ConnectionPoolEntry,
-    connection_proxy: PoolProxiedConnection,
-) -> None:
-    # SQLite enforces foreign keys, and so ON DELETE CASCADE, only on connections
-    # that ask for it. The SDK's clear_session deletes the session row; the
-    # cascade is what removes the metadata in that same transaction. Checkout,
-    # not connect, so connections pooled before the first session are covered.
-    if connection_record.info.get(_FOREIGN_KEYS_FLAG):
-        return
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-    connection_record.info[_FOREIGN_KEYS_FLAG] = True
-
-
-def enforce_sqlite_foreign_keys(engine: AsyncEngine) -> None:
-    """Turn foreign keys on for every connection ``engine`` hands out (SQLite only)."""
-    if engine.dialect.name != "sqlite":
-        return
-    sync_engine = engine.sync_engine
-    # One listener per engine, however many sessions use it.
-    with _guard:
-        if not event.contains(sync_engine, "checkout", _foreign_keys_on):
-            event.listen(sync_engine, "checkout", _foreign_keys_on)

@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ._check import CheckReport, validate_session_rows
-from ._model import ModelSpec
+from sessionmeta.core.spec import ModelSpec
+from sessionmeta.io.check import CheckReport, validate_session_rows
 
 __all__ = [
     "ProgressBar",

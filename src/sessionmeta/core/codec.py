@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
-from ._model import ModelSpec, ModelT
-from .errors import StoredValueError
+from sessionmeta.core.spec import ModelSpec, ModelT
+from sessionmeta.errors import StoredValueError
 
 __all__ = [
     "EncodedValue",

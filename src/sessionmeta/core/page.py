@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._model import ModelT
+from sessionmeta.core.spec import ModelT
 
 __all__ = ["Page", "SessionListing"]
 

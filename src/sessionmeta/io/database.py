@@ -1,0 +1,480 @@
+"""The one seam between sessionmeta and the database: the only code that awaits it.
+
+Everything above (store, search, atomic operations, scoped views, check, the
+Agents SDK drop-in, the command line) hands :meth:`Database.run` a piece of
+work: a coroutine function that runs compiled statements on the
+:class:`Connection` it is given. The seam owns the rest:
+
+* connecting within ``connect_timeout``;
+* the transaction: one statement alone, or ``BEGIN ... COMMIT`` (taking SQLite's
+  write lock up front), or none of its own inside a caller's transaction
+  (:meth:`Database.on`);
+* one retry policy, applied once around the whole unit of work;
+* translating driver and SQLAlchemy errors, and only those, into
+  :class:`~sessionmeta.DatabaseError` and its subclasses;
+* the drivers' quirks.
+
+Statements run through SQLAlchemy's ``AsyncConnection`` (so engine events,
+``echo`` and OpenTelemetry see them, and any driver SQLAlchemy supports works),
+except where the lean path costs nothing: no listener on the engine's execution
+events, no echo, no caller's transaction, and a driver ``io.drivers`` knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from sessionmeta.errors import (
+    ConcurrencyError,
+    DatabaseError,
+    InvalidArgumentError,
+    SessionMetaError,
+)
+from sessionmeta.io.drivers import Driver, lean_driver
+from sessionmeta.io.retry import RetryPolicy
+from sessionmeta.sql.dialects import Backend, ErrorKind, backend_for
+from sessionmeta.sql.statements import CompiledStatement
+
+__all__ = ["Connection", "Database", "SessionRowMissing"]
+
+logger = logging.getLogger("sessionmeta")
+
+T = TypeVar("T")
+
+# Engine events that see statements: a listener on any of them turns the lean path off.
+_EXECUTION_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "begin",
+    "commit",
+    "rollback",
+)
+_SQLITE_PRAGMAS_DONE = "sessionmeta_sqlite_pragmas"
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+class SessionRowMissing(Exception):
+    """A write referred to a session row that is not there (a foreign-key violation).
+
+    Internal: the store creates the row and writes again; it never reaches the caller.
+    """
+
+
+class Connection(Protocol):
+    """What a unit of work may do: run compiled statements, nothing else."""
+
+    async def fetch(
+        self, statement: CompiledStatement, params: Mapping[str, Any]
+    ) -> list[Sequence[Any]]: ...
+
+    async def execute(self, statement: CompiledStatement, params: Mapping[str, Any]) -> int: ...
+
+
+Work = Callable[[Connection], Awaitable[T]]
+
+
+class _Lean:
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    async def fetch(
+        self, statement: CompiledStatement, params: Mapping[str, Any]
+    ) -> list[Sequence[Any]]:
+        return await self.driver.fetch(statement, statement.args(params))
+
+    async def execute(self, statement: CompiledStatement, params: Mapping[str, Any]) -> int:
+        return await self.driver.execute(statement, statement.args(params))
+
+
+class _Through:
+    """Statements through SQLAlchemy's execution layer: events, echo, any driver."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def fetch(
+        self, statement: CompiledStatement, params: Mapping[str, Any]
+    ) -> list[Sequence[Any]]:
+        result = await self.connection.exec_driver_sql(
+            statement.sql, _driver_args(statement, params)
+        )
+        return list(result.fetchall())
+
+    async def execute(self, statement: CompiledStatement, params: Mapping[str, Any]) -> int:
+        result = await self.connection.exec_driver_sql(
+            statement.sql, _driver_args(statement, params)
+        )
+        return int(result.rowcount)
+
+
+def _driver_args(statement: CompiledStatement, params: Mapping[str, Any]) -> Any:
+    args = statement.args(params)
+    return tuple(args) if isinstance(args, list) else args
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's own words for ``exc``: its class and first line."""
+    shown = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(shown).strip().splitlines()
+    return f"{type(shown).__name__}: {text[0] if text else ''}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's ``orig`` and the adapters' ``__cause__``."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return chain
+
+
+class Database:
+    """The engine (or a caller's connection), with the backend's habits and the retry policy."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        connect_timeout: float | None,
+        retry: RetryPolicy,
+        connection: AsyncConnection | None = None,
+    ) -> None:
+        self.engine = engine
+        self.backend: Backend = backend_for(engine.dialect)
+        self.connect_timeout = connect_timeout
+        self.retry = retry
+        self.connection = connection
+        self._lean = lean_driver(engine.dialect.driver)
+        dbapi = engine.dialect.loaded_dbapi
+        self._driver_errors: tuple[type[BaseException], ...] = (
+            SQLAlchemyError,
+            OSError,
+            *((dbapi.Error,) if isinstance(getattr(dbapi, "Error", None), type) else ()),
+            *(self._lean.error_classes() if self._lean is not None else ()),
+        )
+        if self.backend.foreign_keys_pragma:
+            _install_sqlite_pragmas(engine)
+
+    def __repr__(self) -> str:
+        where = "caller's connection" if self.connection is not None else "pool"
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"Database({url!r}, {where})"
+
+    @property
+    def in_caller_transaction(self) -> bool:
+        """Whether work runs inside a transaction the caller owns (:meth:`on`)."""
+        return self.connection is not None
+
+    def on(self, connection: AsyncConnection) -> Database:
+        """This database, run on the caller's ``connection`` inside its transaction."""
+        if not isinstance(connection, AsyncConnection):
+            raise InvalidArgumentError(
+                "using() takes a SQLAlchemy AsyncConnection (for an AsyncSession, "
+                f"`await session.connection()`), not {type(connection).__name__}"
+            )
+        dialect = connection.dialect
+        if (dialect.name, dialect.driver) != (self.engine.dialect.name, self.engine.dialect.driver):
+            raise InvalidArgumentError(
+                f"using() got a connection to {dialect.name}+{dialect.driver}, but the store's "
+                f"engine is {self.engine.dialect.name}+{self.engine.dialect.driver}"
+            )
+        joined = Database.__new__(Database)
+        joined.__dict__.update(self.__dict__)
+        joined.connection = connection
+        joined.retry = replace(self.retry, attempts=1)
+        return joined
+
+    async def fetch(
+        self,
+        statement: CompiledStatement,
+        params: Mapping[str, Any],
+        *,
+        session_id: str | None = None,
+    ) -> list[Sequence[Any]]:
+        """The rows of one statement."""
+        return await self.run(lambda db: db.fetch(statement, params), session_id=session_id)
+
+    async def execute(
+        self,
+        statement: CompiledStatement,
+        params: Mapping[str, Any],
+        *,
+        session_id: str | None = None,
+    ) -> int:
+        """Run one statement (committed alone); how many rows it changed."""
+        return await self.run(lambda db: db.execute(statement, params), session_id=session_id)
+
+    async def run(
+        self,
+        work: Work[T],
+        *,
+        session_id: str | None = None,
+        transaction: bool = False,
+    ) -> T:
+        """Run ``work`` as one unit: on one connection, retried whole when the database
+        aborted it for a concurrent one, its driver errors translated.
+
+        With ``transaction`` the statements run between ``BEGIN`` and ``COMMIT``;
+        without, each commits alone. In a caller's transaction neither: the caller
+        commits, and nothing is retried (the caller's transaction was rolled back).
+        """
+        logger.debug(
+            "%s on session %r%s",
+            "transaction" if transaction else "statement",
+            session_id,
+            " in the caller's transaction" if self.connection is not None else "",
+        )
+        if self.connection is not None:
+            try:
+                return await work(_Through(self.connection))
+            except Exception as exc:
+                if self.is_driver_error(exc):
+                    raise self._translate(exc, session_id, lost=_lost(exc)) from exc
+                raise
+        attempt = 1
+        pauses = self.retry.pauses()
+        while True:
+            try:
+                if self._lean is not None and not self._observed():
+                    return await self._run_lean(self._lean, work, session_id, transaction)
+                return await self._run_through(work, session_id, transaction)
+            except ConcurrencyError as exc:
+                pause = next(pauses, None)
+                if pause is None:
+                    if attempt == 1:
+                        raise
+                    raise ConcurrencyError(
+                        f"{exc} (gave up after {attempt} attempts)", session_id=session_id
+                    ) from exc.__cause__
+                logger.debug(
+                    "attempt %d of %d aborted by a concurrent one (session %r); retrying: %s",
+                    attempt,
+                    self.retry.attempts,
+                    session_id,
+                    exc,
+                )
+                attempt += 1
+                await asyncio.sleep(pause)
+
+    def _observed(self) -> bool:
+        """Whether anyone watches this engine's statements: then they go through SQLAlchemy."""
+        sync_engine = self.engine.sync_engine
+        dispatch = sync_engine.dispatch
+        if any(getattr(dispatch, name) for name in _EXECUTION_EVENTS):
+            return True
+        return bool(sync_engine.echo) or sync_engine.logger.isEnabledFor(logging.INFO)
+
+    async def _run_lean(
+        self, lean: type[Driver], work: Work[T], session_id: str | None, transaction: bool
+    ) -> T:
+        pooled: PoolProxiedConnection = await self._connect(self.engine.raw_connection, session_id)
+        driver = lean(pooled.driver_connection)
+        try:
+            if transaction:
+                await driver.begin(self.backend.begin_write)
+            result = await work(_Lean(driver))
+            if transaction:
+                await driver.commit()
+            else:
+                await driver.end()
+            return result
+        except Exception as exc:
+            ours = self.is_driver_error(exc)
+            lost = ours and driver.is_disconnect(exc)
+            if lost:
+                await greenlet_spawn(pooled.invalidate, exc)
+            else:
+                try:
+                    await driver.rollback()
+                except Exception:
+                    await greenlet_spawn(pooled.invalidate, exc)
+            if ours:
+                raise self._translate(exc, session_id, lost=lost) from exc
+            raise
+        except BaseException:
+            # Cancelled mid-statement: the connection's state is unknown, so drop it.
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        finally:
+            await greenlet_spawn(_check_in, pooled, driver)
+
+    async def _run_through(self, work: Work[T], session_id: str | None, transaction: bool) -> T:
+        connection = self.engine.connect()
+        await self._connect(connection.start, session_id)
+        try:
+            if not transaction and self.backend.cheap_autocommit:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            elif transaction and self.backend.begin_write:
+                await connection.exec_driver_sql(self.backend.begin_write)
+            result = await work(_Through(connection))
+            if connection.in_transaction():
+                await connection.commit()
+            return result
+        except Exception as exc:
+            lost = _lost(exc)
+            if lost or connection.invalidated:
+                await connection.invalidate()
+            elif connection.in_transaction():
+                try:
+                    await connection.rollback()
+                except Exception:
+                    await connection.invalidate()
+            if self.is_driver_error(exc):
+                raise self._translate(exc, session_id, lost=lost) from exc
+            raise
+        except BaseException:
+            await connection.invalidate()
+            raise
+        finally:
+            await connection.close()
+
+    async def _connect(self, checkout: Callable[[], Awaitable[T]], session_id: str | None) -> T:
+        url = self.engine.url.render_as_string(hide_password=True)
+        try:
+            # Some drivers bound only the TCP connect: a server that accepts and then says
+            # nothing would hang the handshake without this bound.
+            return await asyncio.wait_for(checkout(), self.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            raise DatabaseError(
+                f"cannot connect to {url}: no connection within {self.connect_timeout} s "
+                "(the store's connect_timeout)",
+                session_id=session_id,
+            ) from exc
+        except Exception as exc:
+            if not self.is_driver_error(exc):
+                raise
+            raise DatabaseError(
+                f"cannot connect to {url}: {describe(exc)}", session_id=session_id
+            ) from exc
+
+    def _translate(self, exc: BaseException, session_id: str | None, *, lost: bool) -> Exception:
+        where = f" (session {session_id!r})" if session_id is not None else ""
+        if lost:
+            return DatabaseError(
+                f"lost the database connection{where}: {describe(exc)}", session_id=session_id
+            )
+        kind = self.error_kind(exc)
+        if kind == "transient":
+            return ConcurrencyError(
+                f"the database aborted the operation because of a concurrent one{where}: "
+                f"{describe(exc)}",
+                session_id=session_id,
+            )
+        if kind == "missing_session":
+            return SessionRowMissing(f"session {session_id!r} has no session row")
+        return DatabaseError(
+            f"the database refused the operation{where}: {describe(exc)}", session_id=session_id
+        )
+
+    def is_driver_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` came from the driver or SQLAlchemy: only those are translated.
+
+        (Our own errors pass untouched, SessionNotInScopeError too, though it is an
+        OSError by way of PermissionError.)
+        """
+        return isinstance(exc, self._driver_errors) and not isinstance(exc, SessionMetaError)
+
+    def error_kind(self, exc: BaseException) -> ErrorKind | None:
+        """What a driver or SQLAlchemy error means for the data, as the backend reads it."""
+        for cause in _causes(exc):
+            kind = self.backend.error_kind(cause)
+            if kind is not None:
+                return kind
+        return None
+
+    async def retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run someone else's database ``operation`` (the Agents SDK's own writes) under
+        the retry policy; its errors are left as they are."""
+        pauses = self.retry.pauses()
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                pause = next(pauses, None)
+                if not self.is_driver_error(exc) or self.error_kind(exc) != "transient":
+                    raise
+                if pause is None:
+                    raise
+            await asyncio.sleep(pause)
+
+    async def create_tables(self, metadata: MetaData) -> None:
+        """Create whichever tables of ``metadata`` are missing, with their indexes."""
+        if self.connection is not None:
+            await self.connection.run_sync(metadata.create_all)
+            return
+
+        async def create() -> None:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(metadata.create_all)
+
+        try:
+            await asyncio.wait_for(create(), self.connect_timeout)
+        except asyncio.TimeoutError as exc:
+            raise DatabaseError(
+                f"cannot create the tables: no answer within {self.connect_timeout} s "
+                "(the store's connect_timeout)"
+            ) from exc
+        except Exception as exc:
+            if not self.is_driver_error(exc):
+                raise
+            raise DatabaseError(f"cannot create the tables: {describe(exc)}") from exc
+
+
+def _lost(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _check_in(pooled: PoolProxiedConnection, driver: Driver) -> None:
+    # Pinned by tests/test_private_apis.py: the one private SQLAlchemy call.
+    close_special = getattr(pooled, "_close_special", None)
+    if pooled.is_valid and close_special is not None and driver.is_idle():
+        # No transaction is open: skip the pool's rollback-on-return, which on
+        # aiosqlite is one more trip to its thread (~100 us) for nothing. This is
+        # what SQLAlchemy's own Connection.close() does after ending a transaction.
+        close_special(transaction_reset=True)
+    else:
+        pooled.close()
+
+
+def _sqlite_pragmas(
+    dbapi_connection: Any,
+    connection_record: ConnectionPoolEntry,
+    connection_proxy: PoolProxiedConnection,
+) -> None:
+    # SQLite enforces foreign keys, and so ON DELETE CASCADE, only on connections that
+    # ask for it. On checkout, not connect, so connections pooled before the store
+    # existed are covered too; once per connection.
+    if connection_record.info.get(_SQLITE_PRAGMAS_DONE):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # Python's sqlite3 waits 5 s by default; keep a timeout the application chose
+        # with connect_args={"timeout": seconds}, and only fill in one that is off.
+        cursor.execute("PRAGMA busy_timeout")
+        row = cursor.fetchone()
+        if not row or not row[0]:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+    connection_record.info[_SQLITE_PRAGMAS_DONE] = True
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+    if not event.contains(sync_engine, "checkout", _sqlite_pragmas):
+        event.listen(sync_engine, "checkout", _sqlite_pragmas)

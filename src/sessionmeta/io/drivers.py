@@ -1,0 +1,213 @@
+"""The lean path: compiled statements run straight on a pooled driver connection.
+
+Used only where it costs the user nothing (see ``Database``): no listener on the
+engine's execution events, no ``echo``, no caller's transaction, and a driver
+listed here. Everything else runs through SQLAlchemy's ``AsyncConnection``. Each
+wrapper knows its driver's calls and which of its errors mean a lost connection;
+what an error means for the data is the backend's to say (``sql.dialects``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from sessionmeta.sql.statements import CompiledStatement
+
+__all__ = ["Driver", "lean_driver"]
+
+
+class Driver:
+    """One checked-out driver connection, with the few operations the store needs."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    @classmethod
+    def error_classes(cls) -> tuple[type[BaseException], ...]:
+        """The driver's own error classes: the seam translates these, and nothing else."""
+        return (OSError,)
+
+    async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def execute(self, statement: CompiledStatement, args: Any) -> int:
+        raise NotImplementedError
+
+    async def begin(self, statement: str | None) -> None:
+        raise NotImplementedError
+
+    async def commit(self) -> None:
+        raise NotImplementedError
+
+    async def rollback(self) -> None:
+        raise NotImplementedError
+
+    async def end(self) -> None:
+        """Close what a statement outside a transaction may have left open."""
+
+    def is_idle(self) -> bool:
+        """Whether no transaction is open, so the pool need not roll back (False: unknown)."""
+        return False
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, (OSError, ConnectionError))
+
+
+class _Asyncpg(Driver):
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        import asyncpg
+
+        self._asyncpg = asyncpg
+
+    @classmethod
+    def error_classes(cls) -> tuple[type[BaseException], ...]:
+        import asyncpg
+
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+    async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = await self.connection.fetch(statement.sql, *args)
+        return rows
+
+    async def execute(self, statement: CompiledStatement, args: Any) -> int:
+        status: str = await self.connection.execute(statement.sql, *args)
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def begin(self, statement: str | None) -> None:
+        await self.connection.execute(statement or "BEGIN")
+
+    async def commit(self) -> None:
+        await self.connection.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if self.connection.is_in_transaction():
+            await self.connection.execute("ROLLBACK")
+
+    def is_idle(self) -> bool:
+        return not self.connection.is_in_transaction()
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        errors = self._asyncpg.exceptions
+        lost = (
+            OSError,
+            ConnectionError,
+            errors.ConnectionDoesNotExistError,
+            errors.PostgresConnectionError,
+            errors.AdminShutdownError,
+            errors.CrashShutdownError,
+            self._asyncpg.InterfaceError,
+        )
+        return isinstance(exc, lost) or bool(self.connection.is_closed())
+
+
+class _Aiosqlite(Driver):
+    @classmethod
+    def error_classes(cls) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error, OSError)
+
+    async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
+        rows = await self.connection.execute_fetchall(statement.sql, args)
+        return list(rows)
+
+    async def execute(self, statement: CompiledStatement, args: Any) -> int:
+        cursor = await self.connection.execute(statement.sql, args)
+        count: int = cursor.rowcount
+        return count
+
+    async def begin(self, statement: str | None) -> None:
+        await self.connection.execute(statement or "BEGIN")
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+
+    async def rollback(self) -> None:
+        if self.connection.in_transaction:
+            await self.connection.rollback()
+
+    async def end(self) -> None:
+        # Python's sqlite3 opens a transaction before a write: commit it.
+        if self.connection.in_transaction:
+            await self.connection.commit()
+
+    def is_idle(self) -> bool:
+        return not self.connection.in_transaction
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
+
+
+class _MySQL(Driver):
+    """aiomysql and asyncmy share one cursor API.
+
+    Without autocommit a read opens a REPEATABLE READ snapshot and a write a
+    transaction: :meth:`end` commits either, so the pool need not roll back.
+    """
+
+    _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        self._ended = True
+
+    @classmethod
+    def error_classes(cls) -> tuple[type[BaseException], ...]:
+        errors: list[type[BaseException]] = [OSError]
+        for module in ("pymysql.err", "asyncmy.errors"):
+            with contextlib.suppress(ImportError):
+                errors.append(__import__(module, fromlist=["Error"]).Error)
+        return tuple(errors)
+
+    async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
+        self._ended = False
+        async with self.connection.cursor() as cursor:
+            await cursor.execute(statement.sql, tuple(args))
+            rows: list[Sequence[Any]] = list(await cursor.fetchall())
+            return rows
+
+    async def execute(self, statement: CompiledStatement, args: Any) -> int:
+        self._ended = False
+        async with self.connection.cursor() as cursor:
+            count: int = await cursor.execute(statement.sql, tuple(args))
+            return count
+
+    async def begin(self, statement: str | None) -> None:
+        self._ended = False
+        await self.connection.begin()
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+        self._ended = True
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+        self._ended = True
+
+    async def end(self) -> None:
+        await self.commit()
+
+    def is_idle(self) -> bool:
+        return self._ended
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if isinstance(exc, (OSError, ConnectionError)) or type(exc).__name__ == "InterfaceError":
+            return True
+        args: tuple[Any, ...] = getattr(exc, "args", ())
+        return bool(args) and args[0] in self._DISCONNECT_CODES
+
+
+_DRIVERS: dict[str, type[Driver]] = {
+    "asyncpg": _Asyncpg,
+    "aiosqlite": _Aiosqlite,
+    "aiomysql": _MySQL,
+    "asyncmy": _MySQL,
+}
+
+
+def lean_driver(driver_name: str) -> type[Driver] | None:
+    """The lean wrapper of the named driver, or ``None``: run through SQLAlchemy then."""
+    return _DRIVERS.get(driver_name)

@@ -1,0 +1,234 @@
+"""One store's reads and writes of session rows, each one unit of work on the seam.
+
+The store, its scoped views, the atomic operations, search and check all come
+here (or to the seam itself) for I/O; none reaches into another's internals.
+Every write of value rows, whatever asked for it, goes through
+:meth:`Operations.write_rows`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+from sessionmeta.core.codec import EncodedValue, decode_rows
+from sessionmeta.core.spec import ModelSpec, ModelT
+from sessionmeta.errors import ConcurrencyError
+from sessionmeta.io.database import Connection, Database, SessionRowMissing
+from sessionmeta.sql.statements import Statements
+
+__all__ = ["ITEMS_PER_STATEMENT", "OnInvalid", "Operations", "Row"]
+
+logger = logging.getLogger("sessionmeta")
+
+OnInvalid = Literal["raise", "default"]
+T = TypeVar("T")
+# (key, stored JSON text, value hash)
+Row = tuple[str, str, str]
+# In chunks: SQLite takes at most 32,766 parameters per statement.
+ITEMS_PER_STATEMENT = 500
+
+
+class Operations(Generic[ModelT]):
+    """What a store does to the database, on one :class:`Database` (pool or caller's)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec[ModelT],
+        statements: Statements,
+        db: Database,
+        *,
+        on_invalid: OnInvalid,
+        create_tables: bool,
+    ) -> None:
+        self.spec = spec
+        self.statements = statements
+        self.db = db
+        self.on_invalid: OnInvalid = on_invalid
+        self.tables_pending = create_tables
+        self._tables_lock = asyncio.Lock()
+
+    def on(self, db: Database) -> Operations[ModelT]:
+        """The same operations on another database handle (a caller's connection)."""
+        joined = Operations(
+            self.spec,
+            self.statements,
+            db,
+            on_invalid=self.on_invalid,
+            create_tables=self.tables_pending,
+        )
+        joined._tables_lock = self._tables_lock
+        return joined
+
+    async def create_tables(self) -> None:
+        await self.db.create_tables(self.statements.tables.metadata)
+        self.tables_pending = False
+
+    async def ensure_tables(self) -> None:
+        if not self.tables_pending:
+            return
+        async with self._tables_lock:
+            if self.tables_pending:
+                await self.create_tables()
+
+    def decode(self, session_id: str, rows: Sequence[tuple[str, str]]) -> ModelT:
+        """The model of one session's stored ``(key, value)`` rows (undeclared keys ignored)."""
+        invalid: list[str] = []
+        result = decode_rows(
+            self.spec, session_id, list(rows), on_invalid=self.on_invalid, invalid_keys=invalid
+        )
+        for key in invalid:
+            logger.warning(
+                "session %r, key %r: stored value does not fit %s; read as the default",
+                session_id,
+                key,
+                self.spec.name,
+            )
+        return result
+
+    async def fetch(self, statement: Any, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """The rows of one read statement (tables created first when asked)."""
+        await self.ensure_tables()
+        rows: list[Sequence[Any]] = await self.db.fetch(statement, params)
+        return rows
+
+    # Reads
+
+    async def rows(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
+        """The stored ``(key, value)`` rows of one session, every key or ``keys`` only."""
+        await self.ensure_tables()
+        statements = self.statements
+        statement = statements.select_values(None if keys is None else len(keys))
+        params: dict[str, Any] = {"session_id": session_id}
+        if keys is not None:
+            params.update(statements.spelling.key_params(keys))
+        found = await self.db.fetch(statement, params, session_id=session_id)
+        return [(key, value) for key, value in found]
+
+    async def session_rows(self, session_id: str) -> list[Row]:
+        """Every stored row of one session with its hash, in one statement (one snapshot)."""
+        await self.ensure_tables()
+        statement = self.statements.session_rows()
+        found = await self.db.fetch(statement, {"session_id": session_id}, session_id=session_id)
+        return [(key, value, value_hash) for key, value, value_hash in found]
+
+    # Writes
+
+    async def write(self, session_id: str, rows: list[EncodedValue]) -> None:
+        """Store ``rows``, creating the session row when missing; other keys stay."""
+        await self.ensure_tables()
+        if self.statements.upsert_creates_session:
+            # One statement creates the session row and writes the values.
+            async def upsert(db: Connection) -> None:
+                try:
+                    await self.write_rows(db, session_id, rows)
+                except SessionRowMissing as exc:
+                    # Deleted between the statement's insert and its foreign-key check.
+                    raise ConcurrencyError(
+                        f"session {session_id!r} was deleted during the write",
+                        session_id=session_id,
+                    ) from exc
+
+            await self.db.run(upsert, session_id=session_id)
+            return
+        if not self.db.in_caller_transaction and all(row.items is None for row in rows):
+            # Most writes go to a session that exists: try the one statement first.
+            try:
+                await self.db.run(
+                    lambda db: self.write_rows(db, session_id, rows), session_id=session_id
+                )
+                return
+            except SessionRowMissing:
+                pass
+
+        async def create_and_write(db: Connection) -> None:
+            await self.insert_session(db, session_id)
+            await self.write_rows(db, session_id, rows)
+
+        await self.db.run(create_and_write, session_id=session_id, transaction=True)
+
+    async def delete(self, session_id: str, keys: list[str] | None) -> None:
+        """Delete ``keys`` of one session, or every key."""
+        await self.ensure_tables()
+        statements = self.statements
+        statement = statements.delete_values(None if keys is None else len(keys))
+        params: dict[str, Any] = {"session_id": session_id}
+        if keys is not None:
+            params.update(statements.spelling.key_params(keys))
+        await self.db.execute(statement, params, session_id=session_id)
+
+    async def locked(
+        self,
+        session_id: str,
+        body: Callable[[Connection, list[Row]], Awaitable[T]],
+        *,
+        create: bool,
+    ) -> T | None:
+        """Run ``body`` on the session's current rows, in a transaction holding its lock.
+
+        The session row is locked first and then its value rows, so every locked
+        transaction on a session queues at one place; a plain write waits for it.
+        With ``create`` a missing session row is created first (two transactions on a
+        new session still queue on its lock); without it, a missing session skips
+        ``body`` and gives ``None``.
+        """
+        await self.ensure_tables()
+        statements = self.statements
+        lock_session = statements.lock_session()
+        lock_rows = statements.lock_rows()
+        params = {"session_id": session_id}
+
+        async def work(db: Connection) -> T | None:
+            if create:
+                await self.insert_session(db, session_id)
+            if not await db.fetch(lock_session, params):
+                return None
+            found = await db.fetch(lock_rows, params)
+            rows = [(key, value, value_hash) for key, value, value_hash in found]
+            return await body(db, rows)
+
+        return await self.db.run(work, session_id=session_id, transaction=True)
+
+    async def insert_session(self, db: Connection, session_id: str) -> None:
+        """Create the session row if it is missing (inside the caller's unit of work)."""
+        await db.execute(self.statements.insert_session(), {"session_id": session_id})
+
+    async def write_rows(self, db: Connection, session_id: str, rows: list[EncodedValue]) -> None:
+        """Write the value rows of one session: every write path comes here.
+
+        Plain writes, conditional writes, claims and atomic add/remove all store
+        values through this one method. On PostgreSQL it is one statement that also
+        keeps the items table in step; elsewhere the items of rewritten lists follow,
+        so callers run it in a transaction when a row holds a list.
+        """
+        if not rows:
+            return
+        statements = self.statements
+        upsert = statements.upsert(len(rows))
+        await db.execute(upsert, statements.spelling.upsert_params(session_id, rows))
+        if statements.upsert_creates_session:
+            return
+        collections = [row for row in rows if row.items is not None]
+        if collections:
+            await self._write_items(db, session_id, collections)
+
+    async def _write_items(
+        self, db: Connection, session_id: str, collections: list[EncodedValue]
+    ) -> None:
+        """Replace the elements of rewritten list and set values: they serve ``contains``."""
+        statements = self.statements
+        delete_items = statements.delete_items(len(collections))
+        params: dict[str, Any] = {"session_id": session_id}
+        params.update({f"key{index}": row.key for index, row in enumerate(collections)})
+        await db.execute(delete_items, params)
+        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
+        for start in range(0, len(items), ITEMS_PER_STATEMENT):
+            chunk = items[start : start + ITEMS_PER_STATEMENT]
+            chunk_params: dict[str, Any] = {"session_id": session_id}
+            for index, (key, value_hash, item) in enumerate(chunk):
+                chunk_params[f"ik{index}"] = key
+                chunk_params[f"ivh{index}"] = value_hash
+                chunk_params[f"ih{index}"] = item
+            await db.execute(statements.insert_items(len(chunk)), chunk_params)

@@ -1,0 +1,332 @@
+"""The store: typed metadata of many sessions, and the handle bound to one of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from sessionmeta.core.codec import encode_model
+from sessionmeta.core.filters import FilterArg, OrderArg
+from sessionmeta.core.page import Page, SessionListing
+from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
+from sessionmeta.core.versions import Versioned, check_version_argument
+from sessionmeta.errors import DatabaseError, InvalidArgumentError
+from sessionmeta.io.atomic import change_items, read_versioned, set_if_version
+from sessionmeta.io.database import Database
+from sessionmeta.io.operations import OnInvalid, Operations
+from sessionmeta.io.retry import RetryPolicy
+from sessionmeta.io.search import Searcher
+from sessionmeta.sql.plans import QuerySQL
+from sessionmeta.sql.schema import Tables, build_tables
+from sessionmeta.sql.statements import statements_for
+
+if TYPE_CHECKING:
+    from sessionmeta.io.scoped import ScopedStore
+
+__all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
+
+
+class MetadataStore(Generic[ModelT]):
+    """Typed metadata for the sessions of one database, one row per key.
+
+    ``model`` is the application's :class:`~sessionmeta.SessionMeta` subclass;
+    ``engine`` an async SQLAlchemy engine on SQLite (aiosqlite), PostgreSQL
+    (asyncpg or psycopg) or MySQL/MariaDB (aiomysql). With ``create_tables=True``
+    the sessions table (when missing) and the metadata tables are created on first
+    use; an existing sessions table is never altered. ``on_invalid="default"``
+    reads a stored value that no longer validates as the field's default, with
+    a warning, instead of raising :class:`~sessionmeta.StoredValueError`.
+    ``connect_timeout`` (seconds, ``None`` for none) bounds each wait for a
+    connection, so a database that is down or silent raises
+    :class:`~sessionmeta.DatabaseError` instead of hanging. ``retry`` says how
+    often an operation the database aborted for a concurrent one is run again.
+
+    One store serves the whole application: share it across requests and tasks.
+    """
+
+    def __init__(
+        self,
+        model: type[ModelT],
+        engine: AsyncEngine,
+        *,
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        metadata_table: str = "agent_sessions_metadata",
+        on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if on_invalid not in ("raise", "default"):
+            raise InvalidArgumentError(
+                f"on_invalid must be 'raise' or 'default', not {on_invalid!r}"
+            )
+        if connect_timeout is not None and (
+            isinstance(connect_timeout, bool)
+            or not isinstance(connect_timeout, (int, float))
+            or not connect_timeout > 0
+        ):
+            raise InvalidArgumentError(
+                f"connect_timeout must be a positive number of seconds or None, "
+                f"not {connect_timeout!r}"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentError(f"retry must be a RetryPolicy, not {retry!r}")
+        if not isinstance(engine, AsyncEngine):
+            raise InvalidArgumentError(
+                f"engine must be a SQLAlchemy AsyncEngine (create_async_engine), not {engine!r}"
+            )
+        self.model = model
+        self.spec = ModelSpec(model)
+        self.engine = engine
+        self.on_invalid: OnInvalid = on_invalid
+        self.connect_timeout = connect_timeout
+        self.tables: Tables = build_tables(sessions_table, metadata_table)
+        statements = statements_for(engine.dialect, self.tables)
+        db = Database(engine, connect_timeout=connect_timeout, retry=retry or RetryPolicy())
+        self.ops: Operations[ModelT] = Operations(
+            self.spec, statements, db, on_invalid=on_invalid, create_tables=create_tables
+        )
+        self.search: Searcher[ModelT] = Searcher(self.ops, QuerySQL(engine.dialect, self.tables))
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(
+        cls,
+        model: type[ModelT],
+        url: str,
+        *,
+        engine_kwargs: Mapping[str, Any] | None = None,
+        create_tables: bool = False,
+        sessions_table: str = "agent_sessions",
+        metadata_table: str = "agent_sessions_metadata",
+        on_invalid: OnInvalid = "raise",
+        connect_timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> MetadataStore[ModelT]:
+        """A store on a new engine for ``url``, disposed of by :meth:`close`."""
+        try:
+            engine = create_async_engine(url, **dict(engine_kwargs or {}))
+        except Exception as exc:
+            # Bad URLs, unknown dialects and missing drivers all surface here.
+            raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+        store = cls(
+            model,
+            engine,
+            create_tables=create_tables,
+            sessions_table=sessions_table,
+            metadata_table=metadata_table,
+            on_invalid=on_invalid,
+            connect_timeout=connect_timeout,
+            retry=retry,
+        )
+        store._owns_engine = True
+        return store
+
+    def __repr__(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        where = ", in the caller's transaction" if self.ops.db.in_caller_transaction else ""
+        return f"MetadataStore({self.spec.name}, {url!r}, table={self.tables.values.name!r}{where})"
+
+    @property
+    def db(self) -> Database:
+        """The database seam this store runs on."""
+        return self.ops.db
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.ops.db.retry
+
+    @property
+    def sql_metadata(self) -> MetaData:
+        """The SQLAlchemy ``MetaData`` of the tables, e.g. as Alembic's ``target_metadata``."""
+        return self.tables.metadata
+
+    def using(self, connection: AsyncConnection) -> MetadataStore[ModelT]:
+        """This store's whole API on ``connection``, inside the caller's transaction.
+
+        ``connection`` is a SQLAlchemy ``AsyncConnection`` (for an ``AsyncSession``,
+        ``await session.connection()``). Nothing is committed or rolled back here:
+        the caller's commit keeps the metadata with everything else the transaction
+        wrote, its rollback undoes it (session rows included). Nothing is retried
+        either: a deadlock aborts the caller's whole transaction, which is the
+        caller's to run again. After an error, roll the transaction back.
+        """
+        view: MetadataStore[ModelT] = MetadataStore.__new__(MetadataStore)
+        view.__dict__.update(self.__dict__)
+        view.ops = self.ops.on(self.ops.db.on(connection))
+        view.search = self.search.on(view.ops)
+        view._owns_engine = False
+        return view
+
+    async def create_tables(self) -> None:
+        """Create the sessions table (when missing) and the metadata tables, with indexes."""
+        await self.ops.create_tables()
+
+    async def close(self) -> None:
+        """Dispose of the engine if this store created it (:meth:`from_url`)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> MetadataStore[ModelT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def bind(self, session: str | HasSessionId) -> BoundMetadata[ModelT]:
+        """The metadata of one session, given its id or an object with ``session_id``."""
+        return BoundMetadata(self.search, check_session_id(session))
+
+    async def find_sessions_by_metadata(
+        self, key: str, value: Any, *, limit: int = 100
+    ) -> list[str]:
+        """Ids of sessions whose stored ``key`` equals ``value``, in id order, at most ``limit``.
+
+        ``value`` is validated and encoded through the field's type first, so it
+        matches exactly what :meth:`BoundMetadata.set_metadata` stored.
+        """
+        return await self.search.find_equal(key, value, limit)
+
+    async def find_sessions(
+        self,
+        *filters: FilterArg,
+        order_by: OrderArg = "session_id",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[str]:
+        """Ids of the sessions matching every filter, in order, at most ``limit``.
+
+        Filters are conditions (``Condition`` or ``field(...)`` expressions), groups
+        from :func:`all_of`/:func:`any_of`, mappings of keys to values (equality),
+        or lists of those. ``order_by`` is ``"session_id"`` (default), ``"created_at"``,
+        ``"updated_at"`` or a metadata key, with ``-`` in front for descending, or an
+        :class:`OrderBy`. The page's ``next_cursor``, passed back as ``cursor``,
+        continues after its last session. Everything is checked before any I/O.
+        """
+        return await self.search.find(filters, order_by=order_by, limit=limit, cursor=cursor)
+
+    async def list_sessions(
+        self,
+        *filters: FilterArg,
+        order_by: OrderArg = "session_id",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SessionListing[ModelT]]:
+        """Like :meth:`find_sessions`, with each session's typed metadata, in one query."""
+        return await self.search.listing(filters, order_by=order_by, limit=limit, cursor=cursor)
+
+    async def count_sessions(self, *filters: FilterArg) -> int:
+        """How many sessions match every filter (all sessions when none are given)."""
+        return await self.search.count(filters)
+
+    async def get_many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
+        """The metadata of several sessions in one query, keyed by session id.
+
+        Every requested id is in the result; a session with nothing stored reads
+        as the model's defaults, as :meth:`BoundMetadata.get_metadata` does.
+        """
+        return await self.search.many(sessions)
+
+    def scoped(
+        self, scope: Mapping[str, Any] | None = None, /, **pairs: Any
+    ) -> ScopedStore[ModelT]:
+        """A view that only sees sessions whose given keys hold the given values.
+
+        ``store.scoped(owner_id="u1")`` (or ``store.scoped({"owner-id": "u1"})`` for
+        keys that are not identifiers): its finds, listings, counts and bulk reads
+        only return that tenant's sessions, and its ``bind`` refuses another
+        tenant's session with :class:`~sessionmeta.SessionNotInScopeError`. Every
+        operation checks the scope in the same statement or transaction as its action.
+        """
+        from sessionmeta.io.scoped import ScopedStore
+
+        return ScopedStore(self.search, {**(scope or {}), **pairs})
+
+
+class BoundMetadata(Generic[ModelT]):
+    """The metadata of one session: the proposal's calls, typed by the model."""
+
+    def __init__(self, search: Searcher[ModelT], session_id: str) -> None:
+        self.search = search
+        self.ops = search.ops
+        self.session_id = session_id
+
+    def __repr__(self) -> str:
+        return f"BoundMetadata({self.ops.spec.name}, session_id={self.session_id!r})"
+
+    async def set_metadata(
+        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
+    ) -> None:
+        """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
+
+        Everything is validated before any I/O: a bad value raises
+        :class:`pydantic.ValidationError` naming every bad field, an unknown key
+        :class:`~sessionmeta.UnknownKeyError`, and then nothing is written. The
+        session row is created when missing; other keys are left as they are.
+        With ``expected_version`` (from :meth:`get_metadata_versioned`) the write
+        happens only if the session has not changed since: otherwise
+        :class:`~sessionmeta.ConflictError`, and nothing is written.
+        """
+        check_version_argument(expected_version, self.session_id)
+        spec = self.ops.spec
+        rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
+        if expected_version is not None:
+            await set_if_version(self.ops, self.session_id, rows, expected_version)
+        elif rows:
+            await self.ops.write(self.session_id, rows)
+
+    async def get_metadata_versioned(self, keys: Iterable[str] | None = None) -> Versioned[ModelT]:
+        """:meth:`get_metadata`, with the session's version for a conditional ``set_metadata``.
+
+        The version covers every key the model declares, whichever ``keys`` were read.
+        """
+        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
+        return await read_versioned(self.ops, self.session_id, resolved)
+
+    async def add_to(self, key: str, *items: Any) -> None:
+        """Add ``items`` to the list or set field ``key`` atomically: concurrent adds all land.
+
+        A list gains the items at its end, a set their union; a missing value
+        counts as empty. Items are validated as the field's type before any I/O.
+        """
+        await change_items(self.ops, self.session_id, key, items, "add")
+
+    async def remove_from(self, key: str, *items: Any) -> None:
+        """Remove ``items`` from the list or set field ``key`` atomically.
+
+        A list loses every occurrence of each item; items not present are ignored.
+        """
+        await change_items(self.ops, self.session_id, key, items, "remove")
+
+    async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
+        """The stored metadata as the model; missing keys read as their defaults.
+
+        The result's ``model_fields_set`` is exactly the stored keys among those
+        asked for. ``keys`` (names or storage keys) narrows what is read.
+        """
+        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
+        if resolved == []:
+            return self.ops.spec.model()
+        return self.ops.decode(self.session_id, await self.ops.rows(self.session_id, resolved))
+
+    async def delete_metadata(self, keys: Iterable[str] | None = None) -> None:
+        """Delete the named keys, or every key of the session when ``keys`` is ``None``."""
+        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
+        if resolved == []:
+            return
+        await self.ops.delete(self.session_id, resolved)
+
+    async def find_sessions_by_metadata(
+        self, key: str, value: Any, *, limit: int = 100
+    ) -> list[str]:
+        """Ids of sessions whose ``key`` equals ``value``: the store's call, for convenience."""
+        return await self.search.find_equal(key, value, limit)
