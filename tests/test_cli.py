@@ -169,12 +169,15 @@ async def test_find_by_equality(url: str, engine: AsyncEngine) -> None:
         await store.bind(sid).set_metadata({"owner_id": owner, "priority": 1})
     found = await run("find", "owner_id=ann", "--json", url=url)
     assert found.code == 0, found
-    assert found.json() == {"sessions": ["a", "b"], "limit": 100}
+    assert found.json() == {"sessions": ["a", "b"], "limit": 100, "next_cursor": None}
     limited = await run("find", "priority=1", "--limit", "2", url=url)
-    assert limited.out.splitlines()[:3] == ["SESSION_ID", "a", "b"]
-    assert "limit" in limited.out.splitlines()[3]
+    lines = limited.out.splitlines()
+    assert lines[:4] == ["SESSION_ID", "a", "b", "2 sessions"]
+    assert lines[4].startswith("more: --cursor ")
+    rest = await run("find", "priority=1", "--limit", "2", *lines[4].split()[1:], url=url)
+    assert rest.out.splitlines() == ["SESSION_ID", "c", "1 session"]
     none = await run("find", "owner_id=zed", "--json", url=url)
-    assert none.json() == {"sessions": [], "limit": 100}
+    assert none.json() == {"sessions": [], "limit": 100, "next_cursor": None}
 
 
 async def test_find_with_the_query_operators(url: str, engine: AsyncEngine) -> None:
@@ -197,7 +200,9 @@ async def test_find_with_the_query_operators(url: str, engine: AsyncEngine) -> N
     )
     for (conditions, expected), result in zip(cases, results, strict=True):
         assert result.code == 0, (conditions, result)
-        assert result.json() == {"sessions": expected, "limit": 100}, conditions
+        assert result.json() == {"sessions": expected, "limit": 100, "next_cursor": None}, (
+            conditions
+        )
 
 
 async def test_find_refuses_bad_conditions(url: str) -> None:

@@ -24,8 +24,8 @@ from sessionmeta import (
     field,
 )
 from sessionmeta.core.fieldtypes import field_kind
-from sessionmeta.core.spec import ModelSpec
 from sessionmeta.core.plan import encode_cursor, plan_query
+from sessionmeta.core.spec import ModelSpec
 
 
 class Meta(SessionMeta):

@@ -32,11 +32,12 @@ from sessionmeta.errors import (
     UnknownKeyError,
     UnsupportedDialectError,
 )
+from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.check import CheckReport, InvalidValue, KeyStats, check_store
 from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.io.scoped import ScopedBoundMetadata, ScopedStore
-from sessionmeta.io.store import BoundMetadata, MetadataStore
+from sessionmeta.io.store import MetadataStore
 
 __version__ = "0.1.0"
 

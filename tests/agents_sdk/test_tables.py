@@ -11,8 +11,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import DatabaseError
-from sessionmeta.sql.schema import add_messages_table, build_tables
 from sessionmeta.agents import MetadataSQLAlchemySession
+from sessionmeta.sql.schema import add_messages_table, build_tables
 from tests.models import ChatMeta
 
 SDK_TABLES = {"agent_sessions", "agent_messages"}

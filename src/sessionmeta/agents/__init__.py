@@ -28,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sessionmeta.agents.engine_state import TableNames, engine_state
 from sessionmeta.core.spec import ModelT, check_session_id
 from sessionmeta.errors import DatabaseError
-from sessionmeta.io.store import BoundMetadata, MetadataStore, OnInvalid
+from sessionmeta.io.bound import BoundMetadata
+from sessionmeta.io.operations import OnInvalid
+from sessionmeta.io.store import MetadataStore
 
 __all__ = ["MetadataSQLAlchemySession"]
 

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta.core.spec import ModelT
-from sessionmeta.io.store import MetadataStore, OnInvalid
+from sessionmeta.io.operations import OnInvalid
+from sessionmeta.io.store import MetadataStore
 from sessionmeta.sql.schema import add_messages_table
 
 __all__ = ["EngineState", "TableNames", "engine_state"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
-from sqlalchemy import inspect
 from sqlalchemy.engine import URL
 
 from sessionmeta import __version__
@@ -38,12 +37,13 @@ from sessionmeta.cli.output import (
     session_view,
 )
 from sessionmeta.core.codec import encode_model
+from sessionmeta.core.plan import check_limit, plan_query
 from sessionmeta.core.spec import ModelSpec, SessionMeta, check_session_id
 from sessionmeta.errors import DatabaseError, SessionMetaError
 from sessionmeta.io.check import check_store, count_stored_rows, read_session_rows
 from sessionmeta.io.database import describe
 from sessionmeta.io.store import MetadataStore
-from sessionmeta.sql.dialects import create_ddl
+from sessionmeta.sql.dialects import BACKENDS, backend_named, create_ddl
 from sessionmeta.sql.schema import build_tables
 
 __all__ = ["main"]
@@ -85,25 +85,23 @@ def _shown(url: URL) -> str:
 
 
 def _engine_kwargs(url: URL, timeout: float) -> dict[str, Any]:
-    backend = url.get_backend_name()
-    if backend == "postgresql":
-        return {"connect_args": {"timeout": timeout}}
-    if backend in ("mysql", "mariadb"):
-        return {"connect_args": {"connect_timeout": max(1, round(timeout))}}
-    return {}
+    backend = backend_named(url.get_backend_name())
+    connect_args = backend.connect_timeout_args(url.get_driver_name(), timeout)
+    return {"connect_args": connect_args} if connect_args else {}
 
 
 def _sqlite_file(url: URL) -> Path | None:
+    # A file the command line must not create by accident: SQLite's own URLs only.
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+    if not backend_named(url.get_backend_name()).embedded:
+        return None
+    if not database or database == ":memory:":
         return None
     return Path(database)
 
 
 async def _has_table(store: MetadataStore[Any], name: str) -> bool:
-    async with store.engine.connect() as connection:
-        found: bool = await connection.run_sync(lambda sync: inspect(sync).has_table(name))
-        return found
+    return await store.db.has_table(name)
 
 
 @asynccontextmanager
@@ -134,7 +132,7 @@ async def _open(
         )
     except DatabaseError as exc:
         if isinstance(exc.__cause__, ModuleNotFoundError):
-            extra = "postgres" if url.get_backend_name() == "postgresql" else "mysql"
+            extra = backend_named(url.get_backend_name()).extra
             raise UsageError(
                 f"the driver for {_shown(url)} is not installed: {exc.__cause__}; "
                 f"install sessionmeta[{extra}]"
@@ -233,17 +231,19 @@ async def _delete(args: argparse.Namespace) -> int:
 async def _find(args: argparse.Namespace) -> int:
     model = _require_model(args)
     spec = ModelSpec(model)
-    if args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, not {args.limit}")
     conditions = [parse_clause(spec, argument) for argument in args.conditions]
+    # The limit and cursor are the query API's to check, before the database is opened.
+    plan_query(spec, conditions, cursor=args.cursor)
+    check_limit(args.limit)
     async with _open(args, model) as store:
-        found = await store.find_sessions(*conditions, limit=args.limit)
+        found = await store.find_sessions(*conditions, limit=args.limit, cursor=args.cursor)
     if args.json:
-        print_json({"sessions": found, "limit": args.limit})
+        print_json({"sessions": list(found), "limit": args.limit, "next_cursor": found.next_cursor})
     else:
         print_table(["SESSION_ID"], [[sid] for sid in found])
-        more = " (the limit: there may be more)" if len(found) == args.limit else ""
-        print(f"{len(found)} session{'s' if len(found) != 1 else ''}{more}")
+        print(f"{len(found)} session{'s' if len(found) != 1 else ''}")
+        if found.next_cursor is not None:
+            print(f"more: --cursor {found.next_cursor}")
     return 0
 
 
@@ -398,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "!key (missing), key:OP=v (OP: eq ne in not_in gt ge lt le contains)",
     )
     find.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    find.add_argument("--cursor", help="continue after the page that printed this cursor")
     check = add(
         "check",
         _check,
@@ -415,9 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     ddl = add("ddl", _ddl, "print the CREATE statements for a database")
-    ddl.add_argument(
-        "--dialect", required=True, choices=["postgresql", "mysql", "mariadb", "sqlite"]
-    )
+    ddl.add_argument("--dialect", required=True, choices=[backend.name for backend in BACKENDS])
     add("schema", _schema, "print the model's JSON Schema")
     add(
         "demo",

@@ -19,7 +19,8 @@ from sqlalchemy.engine import URL, make_url
 
 from sessionmeta.core.filters import Condition, Operator
 from sessionmeta.core.spec import FieldSpec, ModelSpec, SessionMeta
-from sessionmeta.errors import SessionMetaError
+from sessionmeta.errors import SessionMetaError, UnsupportedDialectError
+from sessionmeta.sql.dialects import BACKENDS, backend_named
 
 __all__ = [
     "DEFAULT_URL",
@@ -33,25 +34,6 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite+aiosqlite:///sessionmeta.sqlite3"
-
-# A plain backend name picks the async driver sessionmeta supports for it.
-_DEFAULT_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "mysql": "mysql+aiomysql",
-    "mariadb": "mariadb+aiomysql",
-}
-_SUPPORTED_DRIVERS = frozenset(
-    {
-        "sqlite+aiosqlite",
-        "postgresql+asyncpg",
-        "mysql+aiomysql",
-        "mysql+asyncmy",
-        "mariadb+aiomysql",
-        "mariadb+asyncmy",
-    }
-)
 
 
 class UsageError(SessionMetaError):
@@ -67,11 +49,24 @@ def parse_url(text: str) -> URL:
             f"malformed database URL {text!r}: {exc}; expected e.g. "
             "postgresql+asyncpg://user@host/db or sqlite+aiosqlite:///file.sqlite3"
         ) from None
-    driver = _DEFAULT_DRIVERS.get(url.drivername, url.drivername)
-    if driver not in _SUPPORTED_DRIVERS:
+    supported = [
+        f"{name}+{driver}"
+        for backend in BACKENDS
+        for name in backend.dialect_names[:1]
+        for driver in backend.drivers
+    ]
+    try:
+        backend = backend_named(url.get_backend_name())
+    except UnsupportedDialectError:
+        backend = None
+    if "+" not in url.drivername and backend is not None:
+        driver = backend.default_driver
+    elif backend is not None and url.get_driver_name() in backend.drivers:
+        driver = f"{backend.dialect_names[0]}+{url.get_driver_name()}"
+    else:
         raise UsageError(
             f"database URL {url.render_as_string(hide_password=True)!r} names driver "
-            f"{url.drivername!r}; use one of {', '.join(sorted(_SUPPORTED_DRIVERS))}"
+            f"{url.drivername!r}; use one of {', '.join(supported)}"
         )
     try:
         url = url.set(drivername=driver)

@@ -58,7 +58,7 @@ def check_version_argument(expected_version: object, session_id: str) -> None:
         )
 
 
-def collection_kind(spec: ModelSpec[Any], key: str) -> type:
+def collection_kind(spec: ModelSpec[Any], key: str, session_id: str) -> type:
     """``list``, ``set`` or ``frozenset``: what the field stored under ``key`` holds."""
     field = spec.fields[key]
     info = spec.model.model_fields[field.name]
@@ -76,8 +76,9 @@ def collection_kind(spec: ModelSpec[Any], key: str) -> type:
     kind = typing.get_origin(annotation) or annotation
     if kind not in (list, set, frozenset):
         raise InvalidArgumentError(
-            f"{spec.name}.{field.name} is {info.annotation!r}, not a list or set: "
-            "add_to and remove_from change list and set fields only"
+            f"session {session_id!r}, key {field.key!r}: {spec.name}.{field.name} is "
+            f"{info.annotation!r}, not a list or set: add_to and remove_from change list "
+            "and set fields only"
         )
     return typing.cast(type, kind)
 

@@ -112,7 +112,7 @@ async def change_items(
     """
     spec = ops.spec
     field = spec.field(key, session_id=session_id)
-    kind = collection_kind(spec, field.key)
+    kind = collection_kind(spec, field.key, session_id)
     if scope is not None:
         scope.check_change(session_id, field.key, "changing")
     checked = getattr(

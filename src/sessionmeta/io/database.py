@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -410,6 +410,22 @@ class Database:
                 if pause is None:
                     raise
             await asyncio.sleep(pause)
+
+    async def has_table(self, name: str) -> bool:
+        """Whether the database holds a table called ``name``."""
+
+        def look(connection: Any) -> bool:
+            return bool(inspect(connection).has_table(name))
+
+        try:
+            if self.connection is not None:
+                return await self.connection.run_sync(look)
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(look)
+        except Exception as exc:
+            if not self.is_driver_error(exc):
+                raise
+            raise DatabaseError(f"cannot look for table {name!r}: {describe(exc)}") from exc
 
     async def create_tables(self, metadata: MetaData) -> None:
         """Create whichever tables of ``metadata`` are missing, with their indexes."""

@@ -29,8 +29,8 @@ from sessionmeta.io.atomic import (
     set_if_version,
     write_in_scope,
 )
+from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.search import Searcher
-from sessionmeta.io.store import BoundMetadata
 
 __all__ = ["ScopedBoundMetadata", "ScopedStore"]
 

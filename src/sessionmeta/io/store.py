@@ -1,31 +1,27 @@
-"""The store: typed metadata of many sessions, and the handle bound to one of them."""
+"""The store: typed metadata of many sessions, its queries, views and bound handles."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic
+from typing import Any, Generic
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sessionmeta.core.codec import encode_model
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
-from sessionmeta.core.versions import Versioned, check_version_argument
 from sessionmeta.errors import DatabaseError, InvalidArgumentError
-from sessionmeta.io.atomic import change_items, read_versioned, set_if_version
+from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.database import Database
 from sessionmeta.io.operations import OnInvalid, Operations
 from sessionmeta.io.retry import RetryPolicy
+from sessionmeta.io.scoped import ScopedStore
 from sessionmeta.io.search import Searcher
 from sessionmeta.sql.plans import QuerySQL
 from sessionmeta.sql.schema import Tables, build_tables
 from sessionmeta.sql.statements import statements_for
-
-if TYPE_CHECKING:
-    from sessionmeta.io.scoped import ScopedStore
 
 __all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
 
@@ -153,7 +149,9 @@ class MetadataStore(Generic[ModelT]):
         the caller's commit keeps the metadata with everything else the transaction
         wrote, its rollback undoes it (session rows included). Nothing is retried
         either: a deadlock aborts the caller's whole transaction, which is the
-        caller's to run again. After an error, roll the transaction back.
+        caller's to run again. After a ``DatabaseError`` roll the transaction back;
+        refusals decided before or without a failed statement (``ValidationError``,
+        ``ConflictError``, ``SessionNotInScopeError``) leave it usable.
         """
         view: MetadataStore[ModelT] = MetadataStore.__new__(MetadataStore)
         view.__dict__.update(self.__dict__)
@@ -247,86 +245,4 @@ class MetadataStore(Generic[ModelT]):
         tenant's session with :class:`~sessionmeta.SessionNotInScopeError`. Every
         operation checks the scope in the same statement or transaction as its action.
         """
-        from sessionmeta.io.scoped import ScopedStore
-
         return ScopedStore(self.search, {**(scope or {}), **pairs})
-
-
-class BoundMetadata(Generic[ModelT]):
-    """The metadata of one session: the proposal's calls, typed by the model."""
-
-    def __init__(self, search: Searcher[ModelT], session_id: str) -> None:
-        self.search = search
-        self.ops = search.ops
-        self.session_id = session_id
-
-    def __repr__(self) -> str:
-        return f"BoundMetadata({self.ops.spec.name}, session_id={self.session_id!r})"
-
-    async def set_metadata(
-        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
-    ) -> None:
-        """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
-
-        Everything is validated before any I/O: a bad value raises
-        :class:`pydantic.ValidationError` naming every bad field, an unknown key
-        :class:`~sessionmeta.UnknownKeyError`, and then nothing is written. The
-        session row is created when missing; other keys are left as they are.
-        With ``expected_version`` (from :meth:`get_metadata_versioned`) the write
-        happens only if the session has not changed since: otherwise
-        :class:`~sessionmeta.ConflictError`, and nothing is written.
-        """
-        check_version_argument(expected_version, self.session_id)
-        spec = self.ops.spec
-        rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
-        if expected_version is not None:
-            await set_if_version(self.ops, self.session_id, rows, expected_version)
-        elif rows:
-            await self.ops.write(self.session_id, rows)
-
-    async def get_metadata_versioned(self, keys: Iterable[str] | None = None) -> Versioned[ModelT]:
-        """:meth:`get_metadata`, with the session's version for a conditional ``set_metadata``.
-
-        The version covers every key the model declares, whichever ``keys`` were read.
-        """
-        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
-        return await read_versioned(self.ops, self.session_id, resolved)
-
-    async def add_to(self, key: str, *items: Any) -> None:
-        """Add ``items`` to the list or set field ``key`` atomically: concurrent adds all land.
-
-        A list gains the items at its end, a set their union; a missing value
-        counts as empty. Items are validated as the field's type before any I/O.
-        """
-        await change_items(self.ops, self.session_id, key, items, "add")
-
-    async def remove_from(self, key: str, *items: Any) -> None:
-        """Remove ``items`` from the list or set field ``key`` atomically.
-
-        A list loses every occurrence of each item; items not present are ignored.
-        """
-        await change_items(self.ops, self.session_id, key, items, "remove")
-
-    async def get_metadata(self, keys: Iterable[str] | None = None) -> ModelT:
-        """The stored metadata as the model; missing keys read as their defaults.
-
-        The result's ``model_fields_set`` is exactly the stored keys among those
-        asked for. ``keys`` (names or storage keys) narrows what is read.
-        """
-        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
-        if resolved == []:
-            return self.ops.spec.model()
-        return self.ops.decode(self.session_id, await self.ops.rows(self.session_id, resolved))
-
-    async def delete_metadata(self, keys: Iterable[str] | None = None) -> None:
-        """Delete the named keys, or every key of the session when ``keys`` is ``None``."""
-        resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
-        if resolved == []:
-            return
-        await self.ops.delete(self.session_id, resolved)
-
-    async def find_sessions_by_metadata(
-        self, key: str, value: Any, *, limit: int = 100
-    ) -> list[str]:
-        """Ids of sessions whose ``key`` equals ``value``: the store's call, for convenience."""
-        return await self.search.find_equal(key, value, limit)

@@ -9,7 +9,8 @@ module branches on a dialect name: they ask :func:`backend_for`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -288,16 +289,15 @@ _POSTGRES_ERRORS: dict[str, ErrorKind] = {
     "23503": "missing_session",
     "23505": "unique",
 }
-# Deadlock (1213), lock wait timeout (1205), record changed since last read (1020, MariaDB
-# snapshot isolation), Galera certification failure (1180 on commit, 1213 on a statement);
-# no referenced row (1452); duplicate key (1062); a foreign key refused because the
+# Deadlock (1213, also a Galera certification conflict), record changed since last read
+# (1020, MariaDB snapshot isolation); no referenced row (1452); duplicate key (1062). A lock
+# wait timeout (1205) is not retried: it is a limit the application chose. A foreign key
+# refused because the
 # parent column's type or collation differs: MariaDB 1005 "incorrectly formed", MySQL 5.7
 # 1215, MySQL 8 3780.
 _MYSQL_ERRORS: dict[int, ErrorKind] = {
     1213: "transient",
-    1205: "transient",
     1020: "transient",
-    1180: "transient",
     1452: "missing_session",
     1062: "unique",
     1005: "incompatible_parent",
@@ -342,6 +342,9 @@ class Backend:
     # The async driver a plain ``name://`` URL gets, and the extra that installs it.
     default_driver: str
     extra: str
+    # Every async driver sessionmeta runs on, with the connect argument (and whether it
+    # takes whole seconds) that bounds its connection handshake.
+    drivers: Mapping[str, tuple[str, bool] | None]
     spelling: type[Spelling]
     ddl_dialect: Callable[[], Dialect]
     error_kind: Callable[[BaseException], ErrorKind | None]
@@ -357,6 +360,16 @@ class Backend:
     # Whether the planner knows how many rows each key has (SQLite's statistics are
     # averages over all keys).
     per_key_statistics: bool = True
+    # The database is a file the process opens itself (no server).
+    embedded: bool = False
+
+    def connect_timeout_args(self, driver: str, seconds: float) -> dict[str, Any]:
+        """``connect_args`` that bound ``driver``'s handshake to ``seconds``."""
+        argument = self.drivers.get(driver)
+        if argument is None:
+            return {}
+        name, whole_seconds = argument
+        return {name: max(1, math.ceil(seconds)) if whole_seconds else seconds}
 
 
 def _mariadb_dialect() -> Dialect:
@@ -368,9 +381,10 @@ def _mariadb_dialect() -> Dialect:
 BACKENDS: tuple[Backend, ...] = (
     Backend(
         "postgresql",
-        ("postgresql",),
+        ("postgresql", "postgres"),
         "postgresql+asyncpg",
         "postgres",
+        {"asyncpg": ("timeout", False), "psycopg": ("connect_timeout", True)},
         _PostgreSQL,
         postgresql.dialect,
         _postgres_kind,
@@ -382,6 +396,7 @@ BACKENDS: tuple[Backend, ...] = (
         ("mysql",),
         "mysql+aiomysql",
         "mysql",
+        {"aiomysql": ("connect_timeout", True), "asyncmy": ("connect_timeout", True)},
         _MySQL,
         mysql.dialect,
         _mysql_kind,
@@ -391,6 +406,7 @@ BACKENDS: tuple[Backend, ...] = (
         ("mariadb",),
         "mariadb+aiomysql",
         "mysql",
+        {"aiomysql": ("connect_timeout", True), "asyncmy": ("connect_timeout", True)},
         _MySQL,
         _mariadb_dialect,
         _mysql_kind,
@@ -400,12 +416,14 @@ BACKENDS: tuple[Backend, ...] = (
         ("sqlite",),
         "sqlite+aiosqlite",
         "sqlite",
+        {"aiosqlite": None},
         _SQLite,
         sqlite.dialect,
         _sqlite_kind,
         begin_write="BEGIN IMMEDIATE",
         foreign_keys_pragma=True,
         per_key_statistics=False,
+        embedded=True,
     ),
 )
 _BY_DIALECT = {name: backend for backend in BACKENDS for name in backend.dialect_names}
