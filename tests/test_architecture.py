@@ -129,10 +129,11 @@ def test_no_dialect_branches_outside_the_registry(module: str) -> None:
         for node in ast.walk(TREES[module])
         if isinstance(node, ast.Compare)
         and any(
-            (isinstance(part, ast.Constant)
-            and part.value in DIALECT_NAMES)
-            or (isinstance(part, (ast.Tuple, ast.List, ast.Set))
-            and any(isinstance(e, ast.Constant) and e.value in DIALECT_NAMES for e in part.elts))
+            (isinstance(part, ast.Constant) and part.value in DIALECT_NAMES)
+            or (
+                isinstance(part, (ast.Tuple, ast.List, ast.Set))
+                and any(isinstance(e, ast.Constant) and e.value in DIALECT_NAMES for e in part.elts)
+            )
             for part in [node.left, *node.comparators]
         )
     ]
