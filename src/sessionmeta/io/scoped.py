@@ -91,7 +91,7 @@ class ScopedStore(Generic[ModelT]):
 
     async def get_many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
         """:meth:`MetadataStore.get_many`; raises if any session belongs to another scope."""
-        found = await self.search.many_rows(sessions)
+        found = await self.search.many_rows(sessions, with_hashes=True)
         outside = [sid for sid, rows in found.items() if self.scope_of.state(rows) == "out"]
         if outside:
             raise self.scope_of.refuse(outside)

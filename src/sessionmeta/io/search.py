@@ -18,7 +18,7 @@ from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.plan import Plan, check_limit, encode_cursor, plan_query
 from sessionmeta.core.spec import HasSessionId, ModelT, check_session_id
 from sessionmeta.errors import InvalidArgumentError
-from sessionmeta.io.operations import Operations, Row
+from sessionmeta.io.operations import Operations
 from sessionmeta.sql.plans import QuerySQL
 
 __all__ = ["Searcher"]
@@ -142,17 +142,19 @@ class Searcher(Generic[ModelT]):
         rows = await self.ops.fetch(self.sql.count(plan), plan.params)
         return int(rows[0][0])
 
-    async def many_rows(self, sessions: Iterable[str | HasSessionId]) -> dict[str, list[Row]]:
-        """Every stored (key, value, hash) of each session, in one statement; ids checked
-        first."""
+    async def many_rows(
+        self, sessions: Iterable[str | HasSessionId], *, with_hashes: bool = False
+    ) -> dict[str, list[Sequence[Any]]]:
+        """Every stored (key, value[, hash]) row of each session, in one statement; ids
+        checked first."""
         if isinstance(sessions, str) or not isinstance(sessions, Iterable):
             raise InvalidArgumentError(f"get_many takes a list of session ids, not {sessions!r}")
         ids = list(dict.fromkeys(check_session_id(session) for session in sessions))
-        found: dict[str, list[Row]] = {session_id: [] for session_id in ids}
+        found: dict[str, list[Sequence[Any]]] = {session_id: [] for session_id in ids}
         if not ids:
             return found
         if self.sql.arrays:
-            statement = self.sql.many(len(ids))
+            statement = self.sql.many(len(ids), with_hashes=with_hashes)
             params: dict[str, Any] = {"ids": ids}
         else:
             # Padded to a power of two, so a few statement shapes serve every count.
@@ -160,15 +162,15 @@ class Searcher(Generic[ModelT]):
             while size < len(ids):
                 size *= 2
             padded = ids + [ids[-1]] * (size - len(ids))
-            statement = self.sql.many(size)
+            statement = self.sql.many(size, with_hashes=with_hashes)
             params = {f"id{index}": session_id for index, session_id in enumerate(padded)}
-        for session_id, key, value, value_hash in await self.ops.fetch(statement, params):
-            found[session_id].append((key, value, value_hash))
+        for row in await self.ops.fetch(statement, params):
+            found[row[0]].append(row[1:])
         return found
 
     async def many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
         found = await self.many_rows(sessions)
         models = self.decode_many(
-            [(sid, [(key, value) for key, value, _ in rows]) for sid, rows in found.items()]
+            [(sid, [(key, value) for key, value in rows]) for sid, rows in found.items()]
         )
         return dict(zip(found, models, strict=True))

@@ -272,8 +272,8 @@ class QuerySQL:
 
         return self._compiled(("listing", plan.shape()), build)
 
-    def many(self, count: int) -> CompiledStatement:
-        """Every (session id, key, value, hash) row of ``count`` sessions (``id0``...)."""
+    def many(self, count: int, *, with_hashes: bool = False) -> CompiledStatement:
+        """Every (session id, key, value[, hash]) row of ``count`` sessions (``id0``...)."""
         values = self.tables.values
 
         def build() -> Any:
@@ -282,8 +282,9 @@ class QuerySQL:
                 match = values.c.session_id == func.any(ids)
             else:
                 match = values.c.session_id.in_([bindparam(f"id{i}") for i in range(count)])
-            return select(
-                values.c.session_id, values.c.key, values.c.value, values.c.value_hash
-            ).where(match)
+            columns = [values.c.session_id, values.c.key, values.c.value]
+            if with_hashes:
+                columns.append(values.c.value_hash)
+            return select(*columns).where(match)
 
-        return self._compiled(("many", 0 if self.arrays else count), build)
+        return self._compiled(("many", 0 if self.arrays else count, with_hashes), build)
