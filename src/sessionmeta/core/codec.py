@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from sessionmeta.core.spec import ModelSpec, ModelT
@@ -197,24 +197,64 @@ def encode_value(
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
         return _unstorable(key, python_value, str(exc))
     field = spec.fields[key]
-    if field.verify_round_trip:
-        try:
-            # Reads parse the value inside an object ({"key": value}): one level deeper
-            # than the value alone, which matters at the JSON parser's nesting limit.
-            from_json(f"[{text}]")
-            read_back = field.adapter.validate_json(text)
-        except ValueError as exc:
-            if not isinstance(exc, ValidationError):
-                return _unstorable(key, python_value, f"it does not read back: {exc}")
-            return _unstorable(
-                key, python_value, f"it does not read back: {exc.errors()[0]['msg']}"
-            )
-        if read_back != python_value:
-            return _unstorable(
-                key, python_value, f"JSON would change it to {read_back!r}; use a typed field"
-            )
+    # Nothing is changed silently: every value is read back as a read would, and must
+    # come back identical (type, value, digits, offset) before anything is written.
+    try:
+        # Reads parse the value inside an object ({"key": value}): one level deeper
+        # than the value alone, which matters at the JSON parser's nesting limit.
+        from_json(f"[{text}]")
+        read_back = field.adapter.validate_json(text)
+    except ValueError as exc:
+        if not isinstance(exc, ValidationError):
+            return _unstorable(key, python_value, f"it does not read back: {exc}")
+        return _unstorable(key, python_value, f"it does not read back: {exc.errors()[0]['msg']}")
+    changed = difference(read_back, python_value)
+    if changed is not None:
+        return _unstorable(key, python_value, changed)
     items = item_hashes(json_value) if field.kind == "collection" else None
     return EncodedValue(key, text, equality_hash(json_value, text), sort_key(python_value), items)
+
+
+def _shown(value: Any) -> str:
+    # An offset's seconds show in isoformat(), not in a datetime's repr.
+    if isinstance(value, (dt.datetime, dt.time)):
+        return value.isoformat()
+    return repr(value)
+
+
+def difference(read: Any, written: Any, where: str = "") -> str | None:
+    """Where a value read back differs from the value written, or ``None`` when it is
+    identical: of the same type, equal, and alike where ``==`` forgives (a float's sign
+    of zero, a Decimal's digits, an aware datetime's offset), all the way down."""
+    if type(read) is type(written):
+        if isinstance(written, (list, tuple)) and len(read) == len(written):
+            for index, (left, right) in enumerate(zip(read, written, strict=True)):
+                found = difference(left, right, f"{where}[{index}]")
+                if found is not None:
+                    return found
+            return None
+        if isinstance(written, dict) and read.keys() == written.keys():
+            for name, value in written.items():
+                found = difference(read[name], value, f"{where}[{name!r}]")
+                if found is not None:
+                    return found
+            return None
+        if isinstance(written, BaseModel):
+            return difference(dict(read), dict(written), where)
+        if _alike(read, written):
+            return None
+    at = f"at {where}: " if where else ""
+    return f"{at}it would read back as {_shown(read)}, not {_shown(written)}"
+
+
+def _alike(read: Any, written: Any) -> bool:
+    if isinstance(written, float):
+        return repr(read) == repr(written)
+    if isinstance(written, Decimal):
+        return bool(read.as_tuple() == written.as_tuple())
+    if isinstance(written, (dt.datetime, dt.time)):
+        return bool(read == written) and read.utcoffset() == written.utcoffset()
+    return bool(read == written)
 
 
 def _to_json_values(validated: Any, names: set[str]) -> dict[str, Any]:

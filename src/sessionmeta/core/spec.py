@@ -60,20 +60,10 @@ class FieldSpec:
 
     name: str
     key: str
+    # Reads each value back before it is written (``codec.encode_value``).
     adapter: TypeAdapter[Any]
-    # Values of this type may change when passed through JSON (Any, nested models):
-    # each write is read back and compared before it is stored.
-    verify_round_trip: bool
     # What queries may do with the field: ranges, ordering, ``contains``.
     kind: FieldKind = "other"
-
-
-def _mentions_loose_type(annotation: Any) -> bool:
-    if annotation is Any or annotation is object:
-        return True
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return True
-    return any(_mentions_loose_type(arg) for arg in typing.get_args(annotation))
 
 
 def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
@@ -130,7 +120,6 @@ class ModelSpec(Generic[ModelT]):
                 name=name,
                 key=key,
                 adapter=_field_adapter(info),
-                verify_round_trip=_mentions_loose_type(info.annotation),
                 kind=field_kind(info.annotation),
             )
             self.fields[key] = spec

@@ -1,10 +1,12 @@
 """Versions of a session's metadata, and list/set arithmetic for add_to/remove_from.
 
-Pure: no I/O. A version is a digest of the session's stored values for the keys
-the model declares. It changes whenever one of them is written with a different
-value or deleted, so a conditional write refuses to overwrite anything the caller
-has not seen; a change that was undone before the write (A to B and back to A)
-leaves the version as it was, and then the caller's read is not stale.
+Pure: no I/O. A version is a digest of the stored text of the session's values,
+for the keys the model declares. It changes whenever one of them is written with
+a different text (``1.0`` over ``1``, ``-0.0`` over ``0.0`` included: values that
+are equal but read back differently) or deleted, so a conditional write refuses to
+overwrite anything the caller has not seen; a change that was undone before the
+write (A to B and back to A) leaves the version as it was, and then the caller's
+read is not stale.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ class Versioned(Generic[ModelT]):
 
 
 def version_of(spec: ModelSpec[Any], rows: Iterable[Sequence[Any]]) -> str:
-    """The version of a session whose stored ``(key, value_hash)`` rows are ``rows``."""
+    """The version of a session whose stored ``(key, value text)`` rows are ``rows``."""
     digest = hashlib.sha256()
-    # Keys hold no NUL (ModelSpec refuses them), so NUL separates unambiguously.
-    for key, value_hash in sorted((row[0], row[1]) for row in rows if row[0] in spec.fields):
-        digest.update(f"{key}\x00{value_hash}\n".encode())
+    for key, text in sorted((row[0], row[1]) for row in rows if row[0] in spec.fields):
+        # Keys hold no NUL (ModelSpec refuses them); the text's length bounds it.
+        digest.update(f"{key}\x00{len(text)}\x00{text}".encode())
     return digest.hexdigest()[:32]
 
 

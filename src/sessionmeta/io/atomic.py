@@ -32,7 +32,7 @@ async def read_versioned(
     if scope is not None and scope.state(rows) == "out":
         raise scope.refuse([session_id])
     wanted = [(key, value) for key, value, _ in rows if keys is None or key in keys]
-    version = version_of(ops.spec, [(key, value_hash) for key, _, value_hash in rows])
+    version = version_of(ops.spec, rows)
     return Versioned(ops.decode(session_id, wanted), version)
 
 
@@ -67,7 +67,7 @@ async def set_if_version(
     """Write ``rows`` if the session is still at ``expected_version``, else ConflictError."""
 
     async def body(db: Connection, current: list[Row]) -> None:
-        version = version_of(ops.spec, [(key, value_hash) for key, _, value_hash in current])
+        version = version_of(ops.spec, current)
         if version != expected_version:
             raise ConflictError(
                 f"session {session_id!r} changed after version {expected_version!r} was read "
