@@ -43,7 +43,7 @@ def session_rows() -> Iterator[tuple[str, list[tuple[str, Any, str]], tuple[str,
             ("owner_id", f"u{index % OWNERS}", json_text(f"u{index % OWNERS}")),
             ("priority", index % 1000, str(index % 1000)),
             ("title", f"title {index}", json_text(f"title {index}")),
-            ("tags", None, json_text(tags)),
+            ("tags", tags, json_text(tags)),
         ]
         if index % 100 == 0:
             values.append(("incognito", True, "true"))
@@ -57,7 +57,7 @@ def bulk_rows() -> tuple[list[tuple[str]], list[tuple[Any, ...]], list[tuple[Any
     for session_id, session_values, tag_items in session_rows():
         sessions.append((session_id,))
         for key, python_value, encoded in session_values:
-            hashed = equality_hash(python_value, encoded)
+            hashed = equality_hash(python_value)
             values.append((session_id, key, encoded, hashed, sort_key(python_value)))
             if key == "tags":
                 items.extend((session_id, key, hashed, item) for item in tag_items)

@@ -33,7 +33,14 @@ from sessionmeta.errors import (
     UnsupportedDialectError,
 )
 from sessionmeta.io.bound import BoundMetadata
-from sessionmeta.io.check import CheckReport, InvalidValue, KeyStats, check_store
+from sessionmeta.io.check import (
+    CheckReport,
+    InvalidValue,
+    KeyStats,
+    StaleHash,
+    check_store,
+    rehash_store,
+)
 from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.io.scoped import ScopedBoundMetadata, ScopedStore
@@ -73,6 +80,7 @@ __all__ = [
     "SessionMeta",
     "SessionMetaError",
     "SessionNotInScopeError",
+    "StaleHash",
     "StoredValueError",
     "TableNameError",
     "UnknownKeyError",
@@ -83,4 +91,5 @@ __all__ = [
     "any_of",
     "check_store",
     "field",
+    "rehash_store",
 ]

@@ -40,7 +40,12 @@ from sessionmeta.core.codec import encode_model
 from sessionmeta.core.plan import check_limit, plan_query
 from sessionmeta.core.spec import ModelSpec, SessionMeta, check_session_id
 from sessionmeta.errors import DatabaseError, SessionMetaError
-from sessionmeta.io.check import check_store, count_stored_rows, read_session_rows
+from sessionmeta.io.check import (
+    check_store,
+    count_stored_rows,
+    read_session_rows,
+    rehash_store,
+)
 from sessionmeta.io.database import describe
 from sessionmeta.io.store import MetadataStore
 from sessionmeta.sql.dialects import BACKENDS, backend_named, create_ddl
@@ -270,6 +275,17 @@ async def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+async def _rehash(args: argparse.Namespace) -> int:
+    model = _require_model(args)
+    async with _open(args, model) as store:
+        fixed = await rehash_store(store, batch_size=args.batch_size)
+    if args.json:
+        print_json({"rehashed": fixed})
+    else:
+        print(f"recomputed {fixed:,} equality hash{'es' if fixed != 1 else ''}")
+    return 0
+
+
 async def _ddl(args: argparse.Namespace) -> int:
     tables = build_tables(args.sessions_table, args.metadata_table)
     sys.stdout.write(create_ddl(tables, args.dialect))
@@ -415,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="list at most this many failing values (all are counted)",
     )
     check.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    rehash = add(
+        "rehash",
+        _rehash,
+        "recompute the equality hashes an older sessionmeta made (see `check`)",
+    )
+    rehash.add_argument("--batch-size", type=int, default=5000, help="rows per read (default 5000)")
     ddl = add("ddl", _ddl, "print the CREATE statements for a database")
     ddl.add_argument("--dialect", required=True, choices=[backend.name for backend in BACKENDS])
     add("schema", _schema, "print the model's JSON Schema")

@@ -154,6 +154,13 @@ def print_check_report(report: CheckReport, *, strict: bool, failed: bool) -> No
             ["SESSION_ID", "KEY", "STORED", "REASON"],
             [[item.session_id, item.key, item.stored_text, item.reason] for item in report.invalid],
         )
+    if report.stale:
+        print(
+            f"\nequality hashes made by an older rule (showing {len(report.stale)} of "
+            f"{report.stale_total:,}): `find` by equality misses these rows until "
+            "`sessionmeta rehash` recomputes them"
+        )
+        print_table(["SESSION_ID", "KEY"], [[item.session_id, item.key] for item in report.stale])
     for stats in report.undeclared:
         examples = ", ".join(stats.example_sessions[:3])
         print(
@@ -163,6 +170,8 @@ def print_check_report(report: CheckReport, *, strict: bool, failed: bool) -> No
     if failed:
         plural = "" if report.invalid_total == 1 else "s"
         what = f"{report.invalid_total:,} stored value{plural} would not read"
+        if report.stale_total:
+            what += f"; {report.stale_total:,} stale equality hashes (run sessionmeta rehash)"
         if strict and report.undeclared:
             what += f"; {len(report.undeclared)} undeclared keys (--strict)"
         print(f"\nFAIL: {what}")

@@ -15,13 +15,13 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json, to_jsonable_python
 
 from sessionmeta.core.spec import ModelSpec, ModelT
 from sessionmeta.errors import StoredValueError
@@ -31,6 +31,8 @@ __all__ = [
     "decode_rows",
     "encode_model",
     "encode_value",
+    "equality_form",
+    "equality_hash",
     "item_hashes",
     "json_text",
     "object_text",
@@ -61,11 +63,11 @@ def json_text(json_value: Any) -> str:
     return _JSON.encode(json_value)
 
 
-def item_hashes(json_value: Any) -> tuple[str, ...]:
-    """The hashes of the distinct elements of a JSON array (none for ``null``)."""
-    if not isinstance(json_value, list):
+def item_hashes(collection: Any) -> tuple[str, ...]:
+    """The hashes of the distinct elements of a validated list or set (none for ``None``)."""
+    if not isinstance(collection, (list, tuple, set, frozenset)):
         return ()
-    return tuple(sorted({equality_hash(element, json_text(element)) for element in json_value}))
+    return tuple(sorted({equality_hash(element) for element in collection}))
 
 
 def value_hash(text: str) -> str:
@@ -73,19 +75,56 @@ def value_hash(text: str) -> str:
     return _digest(text.encode("utf-8"))
 
 
-def equality_hash(json_value: Any, text: str) -> str:
-    """The ``value_hash`` of a value: numbers by their numeric value, the rest by their text.
+def equality_hash(value: Any) -> str:
+    """The ``value_hash`` of a validated value: equal exactly when Python's ``==`` says so.
 
-    So a field widened from ``int`` to ``float`` still finds the ``3`` it stored as ``3.0``.
+    See :func:`equality_form`; this is the one definition of equality that ``==``,
+    ``!=``, ``in_``, ``contains`` and conditional versions' peers rely on.
     """
-    if isinstance(json_value, (int, float)) and not isinstance(json_value, bool):
-        return value_hash(_number_identity(json_value))
-    return value_hash(text)
+    return value_hash(equality_form(value))
 
 
-def _number_identity(number: float) -> str:
+def equality_form(value: Any) -> str:
+    """A text that two values share exactly when they are equal as Python compares them.
+
+    Numbers by numeric value (``1 == 1.0 == Decimal("1.00")``, ``-0.0 == 0.0``), aware
+    datetimes by instant, dicts whatever their key order, sets whatever their order.
+    Unlike Python, ``True`` and ``1`` differ (as they do in JSON and in a field typed
+    ``bool | int``). Strings, ``None``, booleans, dates, UUIDs and lists of strings keep
+    the form they had before this rule: their JSON text.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return json_text(value)
+    if isinstance(value, enum.Enum):
+        return equality_form(value.value)
+    if isinstance(value, (int, float, Decimal)):
+        return _number_identity(value)
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        # "@" never starts JSON text: an instant's form equals no other value's.
+        return "@" + _datetime_sort_key(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(equality_form(item) for item in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "[" + ",".join(sorted(equality_form(item) for item in value)) + "]"
+    if isinstance(value, Mapping):
+        pairs = sorted(
+            f"{equality_form(name)}:{equality_form(item)}" for name, item in value.items()
+        )
+        return "{" + ",".join(pairs) + "}"
+    if isinstance(value, BaseModel):
+        return equality_form(dict(value))
+    # Dates, naive datetimes, times, UUIDs, bytes: equal exactly when their JSON is.
+    return json_text(to_jsonable_python(value, bytes_mode="base64"))
+
+
+def _number_identity(number: float | Decimal) -> str:
     # "#" never starts JSON text, so a number's identity cannot equal a value's text.
-    decimal = Decimal(number) if isinstance(number, int) else Decimal(repr(number))
+    if isinstance(number, Decimal):
+        decimal = number
+        if not decimal.is_finite():
+            return f"#{decimal}"
+    else:
+        decimal = Decimal(number) if isinstance(number, int) else Decimal(repr(number))
     if decimal.is_zero():
         return "#0"
     sign, digits, _ = decimal.as_tuple()
@@ -211,8 +250,8 @@ def encode_value(
     changed = difference(read_back, python_value)
     if changed is not None:
         return _unstorable(key, python_value, changed)
-    items = item_hashes(json_value) if field.kind == "collection" else None
-    return EncodedValue(key, text, equality_hash(json_value, text), sort_key(python_value), items)
+    items = item_hashes(python_value) if field.kind == "collection" else None
+    return EncodedValue(key, text, equality_hash(python_value), sort_key(python_value), items)
 
 
 def _shown(value: Any) -> str:

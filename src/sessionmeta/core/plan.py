@@ -142,10 +142,7 @@ def _encoded_item(spec: ModelSpec[Any], field: FieldSpec, element: Any) -> str:
     # Validated as a one-element collection of the field's type, so the element is
     # coerced and serialized exactly as elements of stored values are.
     validated = spec.validate_values({field.key: [element]})
-    json_value = validated.__pydantic_serializer__.to_python(
-        validated, mode="json", include={field.name}, by_alias=True, round_trip=True
-    )[field.key]
-    (item,) = item_hashes(json_value)
+    (item,) = item_hashes(getattr(validated, field.name))
     return item
 
 

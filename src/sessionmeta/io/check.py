@@ -8,15 +8,16 @@ holds one batch plus a bounded number of examples, whatever the table's size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from sessionmeta.core.codec import object_text
+from sessionmeta.core.codec import EncodedValue, equality_hash, item_hashes, object_text
 from sessionmeta.core.spec import ModelSpec, SessionMeta
 from sessionmeta.errors import InvalidArgumentError
+from sessionmeta.io.database import Connection
 from sessionmeta.io.store import MetadataStore
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "InvalidValue",
     "KeyStats",
     "SessionCheck",
+    "StaleHash",
     "check_store",
     "count_stored_rows",
     "read_session_rows",
+    "rehash_store",
     "validate_session_rows",
 ]
 
@@ -44,6 +47,15 @@ class InvalidValue:
     key: str
     stored_text: str
     reason: str
+
+
+@dataclass(frozen=True)
+class StaleHash:
+    """A stored row whose equality hash was made by an older rule: ``find`` misses it
+    until ``sessionmeta rehash`` (or :func:`rehash_store`) recomputes it."""
+
+    session_id: str
+    key: str
 
 
 @dataclass
@@ -69,10 +81,12 @@ class CheckReport:
     invalid_total: int = 0
     # At most ``max_examples`` of them: the counts in ``keys`` are complete.
     invalid: list[InvalidValue] = field(default_factory=list)
+    stale_total: int = 0
+    stale: list[StaleHash] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.invalid_total == 0
+        return self.invalid_total == 0 and self.stale_total == 0
 
     @property
     def undeclared(self) -> list[KeyStats]:
@@ -95,6 +109,8 @@ class CheckReport:
                 }
                 for item in self.invalid
             ],
+            "stale_hashes": self.stale_total,
+            "stale": [{"session_id": item.session_id, "key": item.key} for item in self.stale],
             "undeclared_keys": {
                 stats.key: {"rows": stats.rows, "example_sessions": stats.example_sessions}
                 for stats in self.undeclared
@@ -126,12 +142,12 @@ class _Scanner:
         if len(self.report.invalid) < self.max_examples:
             self.report.invalid.append(InvalidValue(session_id, key, text, reason))
 
-    def session(self, session_id: str, rows: list[tuple[str, str]]) -> None:
+    def session(self, session_id: str, rows: list[Sequence[str]]) -> None:
         report = self.report
         report.sessions += 1
         report.rows += len(rows)
         known: list[tuple[str, str]] = []
-        for key, value in rows:
+        for key, value, _ in rows:
             stats = self._stats(key)
             stats.rows += 1
             if stats.declared:
@@ -143,6 +159,12 @@ class _Scanner:
             texts = dict(known)
             for key, reason in checked.invalid.items():
                 self._fail(session_id, key, texts.get(key, object_text(known)), reason)
+        for key, value, value_hash in rows:
+            declared = key in self.spec.fields and key not in checked.invalid
+            if declared and current_hash(self.spec, key, value) not in (None, value_hash):
+                report.stale_total += 1
+                if len(report.stale) < self.max_examples:
+                    report.stale.append(StaleHash(session_id, key))
 
 
 @dataclass(frozen=True)
@@ -152,6 +174,14 @@ class SessionCheck:
     model: SessionMeta
     # Reason per failing key; WHOLE_MODEL when each key fits alone but not together.
     invalid: dict[str, str]
+
+
+def current_hash(spec: ModelSpec[Any], key: str, text: str) -> str | None:
+    """The equality hash a stored value gets by today's rule (``None``: it does not read)."""
+    try:
+        return equality_hash(spec.fields[key].adapter.validate_json(text))
+    except ValidationError:
+        return None
 
 
 def _reason(exc: ValidationError) -> str:
@@ -217,12 +247,21 @@ async def check_store(
         raise InvalidArgumentError(
             f"max_examples must be an integer of 0 or more, not {max_examples!r}"
         )
+    scanner = _Scanner(store.spec, max_examples)
+    async for session_id, rows in _sessions(store, batch_size, progress):
+        scanner.session(session_id, rows)
+    return scanner.report
+
+
+async def _sessions(
+    store: MetadataStore[Any], batch_size: int, progress: Callable[[int], None] | None
+) -> AsyncIterator[tuple[str, list[Sequence[str]]]]:
+    """Every session's stored ``(key, value, hash)`` rows, read in keyset batches."""
     ops = store.ops
     first = ops.statements.scan(batch_size, after=False)
     after = ops.statements.scan(batch_size, after=True)
-    scanner = _Scanner(store.spec, max_examples)
     pending_session: str | None = None
-    pending: list[tuple[str, str]] = []
+    pending: list[Sequence[str]] = []
     read = 0
     cursor: tuple[str, str] | None = None
     while True:
@@ -231,12 +270,12 @@ async def check_store(
             rows = await ops.fetch(first, {})
         else:
             rows = await ops.fetch(after, {"after_session": cursor[0], "after_key": cursor[1]})
-        for session_id, key, value in rows:
+        for session_id, key, value, value_hash in rows:
             if session_id != pending_session:
                 if pending_session is not None:
-                    scanner.session(pending_session, pending)
+                    yield pending_session, pending
                 pending_session, pending = session_id, []
-            pending.append((key, value))
+            pending.append((key, value, value_hash))
         read += len(rows)
         if progress is not None:
             progress(read)
@@ -244,7 +283,61 @@ async def check_store(
             break
         last = rows[-1]
         cursor = (last[0], last[1])
-    # The last session's rows may have spanned batches: it is validated only now, whole.
+    # The last session's rows may have spanned batches: it is handed on only now, whole.
     if pending_session is not None:
-        scanner.session(pending_session, pending)
-    return scanner.report
+        yield pending_session, pending
+
+
+async def rehash_store(
+    store: MetadataStore[Any],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Recompute every stored equality hash that an older rule made; how many changed.
+
+    Each fix is a short transaction of its own, guarded by the row's text and old
+    hash: a row rewritten meanwhile (with a hash by today's rule) is left alone.
+    Values that no longer read are skipped (``check`` reports them). Lists and sets
+    get their elements' hashes (which serve ``contains``) recomputed with them.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, not {batch_size!r}")
+    spec = store.spec
+    fixed = 0
+    async for session_id, rows in _sessions(store, batch_size, progress):
+        for key, value, value_hash in rows:
+            if key not in spec.fields:
+                continue
+            try:
+                python_value = spec.fields[key].adapter.validate_json(value)
+            except ValidationError:
+                continue
+            new_hash = equality_hash(python_value)
+            if new_hash == value_hash:
+                continue
+            items = item_hashes(python_value) if spec.fields[key].kind == "collection" else None
+            row = EncodedValue(key, value, new_hash, None, items)
+            fixed += await _rehash_row(store, session_id, row, value_hash)
+    return fixed
+
+
+async def _rehash_row(
+    store: MetadataStore[Any], session_id: str, row: EncodedValue, old_hash: str
+) -> int:
+    ops = store.ops
+    params = {
+        "session_id": session_id,
+        "key": row.key,
+        "value": row.value,
+        "old_hash": old_hash,
+        "new_hash": row.value_hash,
+    }
+
+    async def fix(db: Connection) -> int:
+        changed = await db.execute(ops.statements.rehash(), params)
+        if changed and row.items is not None:
+            await ops.write_items(db, session_id, [row])
+        return changed
+
+    return await ops.db.run(fix, session_id=session_id, transaction=True)

@@ -212,9 +212,9 @@ class Operations(Generic[ModelT]):
             return
         collections = [row for row in rows if row.items is not None]
         if collections:
-            await self._write_items(db, session_id, collections)
+            await self.write_items(db, session_id, collections)
 
-    async def _write_items(
+    async def write_items(
         self, db: Connection, session_id: str, collections: list[EncodedValue]
     ) -> None:
         """Replace the elements of rewritten list and set values: they serve ``contains``."""

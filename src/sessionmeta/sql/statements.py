@@ -186,7 +186,7 @@ class Statements:
         values = self.tables.values
 
         def build() -> Executable:
-            query = select(values.c.session_id, values.c.key, values.c.value)
+            query = select(values.c.session_id, values.c.key, values.c.value, values.c.value_hash)
             if after:
                 # Spelled out rather than as a row comparison: MariaDB scans the whole
                 # index for `(a, b) > (x, y)`, while `a >= x` is a range on every database.
@@ -200,6 +200,24 @@ class Statements:
             return query.order_by(values.c.session_id, values.c.key).limit(batch_size)
 
         return self.compiled("scan_after" if after else "scan", batch_size, build)
+
+    def rehash(self) -> CompiledStatement:
+        """Give a row a recomputed hash, if it still holds the text the hash was made from."""
+        values = self.tables.values
+        return self.compiled(
+            "rehash",
+            0,
+            lambda: (
+                values.update()
+                .where(
+                    values.c.session_id == bindparam("session_id"),
+                    values.c.key == bindparam("key"),
+                    values.c.value == bindparam("value"),
+                    values.c.value_hash == bindparam("old_hash"),
+                )
+                .values(value_hash=bindparam("new_hash"))
+            ),
+        )
 
     def count_rows(self) -> CompiledStatement:
         values = self.tables.values
