@@ -63,10 +63,6 @@ class Spelling:
     def upsert(self, count: int) -> Executable:
         raise NotImplementedError
 
-    def claim(self, count: int) -> Executable:
-        """Insert values whose keys the session lacks; keep stored ones (a scope's claim)."""
-        raise NotImplementedError
-
     def upsert_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
         return self.row_params(session_id, rows)
 
@@ -175,13 +171,6 @@ class _PostgreSQL(Spelling):
             },
         ).add_cte(new_session, *self._item_ctes())
 
-    def claim(self, count: int) -> Executable:
-        insert = postgresql.insert(self.tables.values).values(self._rows(count))
-        new_session = self.insert_session().cte("new_session")  # type: ignore[attr-defined]
-        return insert.on_conflict_do_nothing(index_elements=["session_id", "key"]).add_cte(
-            new_session
-        )
-
     def _item_ctes(self) -> list[Any]:
         """Keep the items table in step within the same statement.
 
@@ -253,10 +242,6 @@ class _SQLite(Spelling):
             },
         )
 
-    def claim(self, count: int) -> Executable:
-        insert = sqlite.insert(self.tables.values).values(self._rows(count))
-        return insert.on_conflict_do_nothing(index_elements=["session_id", "key"])
-
 
 class _MySQL(Spelling):
     def insert_session(self) -> Executable:
@@ -273,11 +258,6 @@ class _MySQL(Spelling):
             sort_key=insert.inserted.sort_key,  # type: ignore[attr-defined]
             updated_at=func.current_timestamp(),
         )
-
-    def claim(self, count: int) -> Executable:
-        values = self.tables.values
-        insert = mysql.insert(values).values(self._rows(count))
-        return insert.on_duplicate_key_update(session_id=values.c.session_id)
 
 
 ErrorKind = Literal["transient", "missing_session", "unique", "incompatible_parent"]

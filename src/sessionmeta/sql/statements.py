@@ -87,9 +87,6 @@ class Statements:
         shape = 0 if self.spelling.upsert_creates_session else count
         return self.compiled("upsert", shape, lambda: self.spelling.upsert(count))
 
-    def claim(self, count: int) -> CompiledStatement:
-        return self.compiled("claim", count, lambda: self.spelling.claim(count))
-
     def delete_items(self, key_count: int) -> CompiledStatement:
         """Where the upsert does not keep items in step: drop the items of rewritten keys."""
         return self.compiled(
