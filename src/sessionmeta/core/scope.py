@@ -63,13 +63,17 @@ class Scope:
         shown = ", ".join(repr(session_id) for session_id in session_ids)
         return SessionNotInScopeError(f"session {shown} is not in scope {self.values!r}")
 
-    def admit(self, session_id: str, rows: Sequence[Sequence[Any]]) -> list[EncodedValue]:
-        """The scope rows a write must add to claim the session (none when it is in the
-        scope already); :class:`SessionNotInScopeError` when it belongs to another."""
+    def require(self, session_id: str, rows: Sequence[Sequence[Any]]) -> ScopeState:
+        """The session's state; :class:`SessionNotInScopeError` when it belongs to another."""
         state = self.state(rows)
         if state == "out":
             raise self.refuse([session_id])
-        return list(self.rows) if state == "free" else []
+        return state
+
+    def admit(self, session_id: str, rows: Sequence[Sequence[Any]]) -> list[EncodedValue]:
+        """The scope rows a write must add to claim the session (none when it is in the
+        scope already); :class:`SessionNotInScopeError` when it belongs to another."""
+        return list(self.rows) if self.require(session_id, rows) == "free" else []
 
     def check_write(self, session_id: str, values: Mapping[str, Any]) -> None:
         """Refuse a write that would move the session out of the scope, before any I/O."""

@@ -29,8 +29,8 @@ async def read_versioned(
 ) -> Versioned[ModelT]:
     """The metadata (``keys`` only, or all) and the session's version, from one statement."""
     rows = await ops.session_rows(session_id)
-    if scope is not None and scope.state(rows) == "out":
-        raise scope.refuse([session_id])
+    if scope is not None:
+        scope.require(session_id, rows)
     wanted = [(key, value) for key, value, _ in rows if keys is None or key in keys]
     version = version_of(ops.spec, rows)
     return Versioned(ops.decode(session_id, wanted), version)
@@ -82,17 +82,10 @@ async def delete_in_scope(
     ops: Operations[Any], session_id: str, keys: list[str] | None, scope: Scope
 ) -> None:
     """Delete ``keys`` (or every key) of a session in ``scope``; a free session has none."""
-    statements = ops.statements
-    statement = statements.delete_values(None if keys is None else len(keys))
-    params: dict[str, Any] = {"session_id": session_id}
-    if keys is not None:
-        params.update(statements.spelling.key_params(keys))
 
     async def body(db: Connection, current: list[Row]) -> None:
-        if scope.state(current) == "out":
-            raise scope.refuse([session_id])
-        if current:
-            await db.execute(statement, params)
+        if scope.require(session_id, current) == "in":
+            await ops.delete_rows(db, session_id, keys)
 
     await ops.locked(session_id, body, create=False)
 

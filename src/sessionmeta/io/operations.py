@@ -99,11 +99,8 @@ class Operations(Generic[ModelT]):
     async def rows(self, session_id: str, keys: list[str] | None) -> list[tuple[str, str]]:
         """The stored ``(key, value)`` rows of one session, every key or ``keys`` only."""
         await self.ensure_tables()
-        statements = self.statements
-        statement = statements.select_values(None if keys is None else len(keys))
-        params: dict[str, Any] = {"session_id": session_id}
-        if keys is not None:
-            params.update(statements.spelling.key_params(keys))
+        statement = self.statements.select_values(None if keys is None else len(keys))
+        params = self._key_params(session_id, keys)
         found = await self.db.fetch(statement, params, session_id=session_id)
         return [(key, value) for key, value in found]
 
@@ -152,12 +149,18 @@ class Operations(Generic[ModelT]):
     async def delete(self, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` of one session, or every key."""
         await self.ensure_tables()
-        statements = self.statements
-        statement = statements.delete_values(None if keys is None else len(keys))
+        await self.db.run(lambda db: self.delete_rows(db, session_id, keys), session_id=session_id)
+
+    async def delete_rows(self, db: Connection, session_id: str, keys: list[str] | None) -> None:
+        """Delete ``keys`` (or every key) of one session, inside the caller's unit of work."""
+        statement = self.statements.delete_values(None if keys is None else len(keys))
+        await db.execute(statement, self._key_params(session_id, keys))
+
+    def _key_params(self, session_id: str, keys: list[str] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
-            params.update(statements.spelling.key_params(keys))
-        await self.db.execute(statement, params, session_id=session_id)
+            params.update(self.statements.spelling.key_params(keys))
+        return params
 
     async def locked(
         self,

@@ -151,8 +151,7 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
         """The stored metadata, if the session is in scope (defaults if it has none)."""
         resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
         rows = await self.ops.session_rows(self.session_id)
-        if self.scope.state(rows) == "out":
-            raise self.scope.refuse([self.session_id])
+        self.scope.require(self.session_id, rows)
         wanted = [(key, value) for key, value, _ in rows if resolved is None or key in resolved]
         return self.ops.decode(self.session_id, wanted)
 
