@@ -159,12 +159,10 @@ class _Scanner:
             texts = dict(known)
             for key, reason in checked.invalid.items():
                 self._fail(session_id, key, texts.get(key, object_text(known)), reason)
-        for key, value, value_hash in rows:
-            declared = key in self.spec.fields and key not in checked.invalid
-            if declared and current_hash(self.spec, key, value) not in (None, value_hash):
-                report.stale_total += 1
-                if len(report.stale) < self.max_examples:
-                    report.stale.append(StaleHash(session_id, key))
+        for row, _ in stale_hashes(self.spec, rows, checked):
+            report.stale_total += 1
+            if len(report.stale) < self.max_examples:
+                report.stale.append(StaleHash(session_id, row.key))
 
 
 @dataclass(frozen=True)
@@ -176,12 +174,26 @@ class SessionCheck:
     invalid: dict[str, str]
 
 
-def current_hash(spec: ModelSpec[Any], key: str, text: str) -> str | None:
-    """The equality hash a stored value gets by today's rule (``None``: it does not read)."""
-    try:
-        return equality_hash(spec.fields[key].adapter.validate_json(text))
-    except ValidationError:
-        return None
+def stale_hashes(
+    spec: ModelSpec[Any], rows: Sequence[Sequence[str]], checked: SessionCheck
+) -> list[tuple[EncodedValue, str]]:
+    """The session's stored rows whose hash an older rule made: each as the row with
+    today's hash (and element hashes), and the hash stored. Values that do not read
+    (``checked.invalid``) are left out: there is nothing to hash them by."""
+    if WHOLE_MODEL in checked.invalid:
+        return []
+    stale: list[tuple[EncodedValue, str]] = []
+    for key, value, value_hash in rows:
+        field = spec.fields.get(key)
+        if field is None or key in checked.invalid:
+            continue
+        # The value as read, so the hash is made from what a write of it would store.
+        python_value = getattr(checked.model, field.name)
+        new_hash = equality_hash(python_value)
+        if new_hash != value_hash:
+            items = item_hashes(python_value) if field.kind == "collection" else None
+            stale.append((EncodedValue(key, value, new_hash, None, items), value_hash))
+    return stale
 
 
 def _reason(exc: ValidationError) -> str:
@@ -306,19 +318,10 @@ async def rehash_store(
     spec = store.spec
     fixed = 0
     async for session_id, rows in _sessions(store, batch_size, progress):
-        for key, value, value_hash in rows:
-            if key not in spec.fields:
-                continue
-            try:
-                python_value = spec.fields[key].adapter.validate_json(value)
-            except ValidationError:
-                continue
-            new_hash = equality_hash(python_value)
-            if new_hash == value_hash:
-                continue
-            items = item_hashes(python_value) if spec.fields[key].kind == "collection" else None
-            row = EncodedValue(key, value, new_hash, None, items)
-            fixed += await _rehash_row(store, session_id, row, value_hash)
+        known = [(key, value) for key, value, _ in rows]
+        checked = validate_session_rows(spec, session_id, known)
+        for row, old_hash in stale_hashes(spec, rows, checked):
+            fixed += await _rehash_row(store, session_id, row, old_hash)
     return fixed
 
 
