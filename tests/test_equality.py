@@ -246,3 +246,51 @@ async def test_check_reports_and_rehash_recomputes_hashes_of_an_older_rule(
     assert await store.find_sessions_by_metadata("amount", Decimal("1.5")) == ["s1"]
     assert list(await store.find_sessions(field("numbers") == [1, 2.5])) == ["s2"]
     assert list(await store.find_sessions(field("numbers").contains(2.5))) == ["s2"]
+
+
+OFFSETS = st.integers(-(24 * 3600 - 1), 24 * 3600 - 1).map(
+    lambda seconds: dt.timezone(dt.timedelta(seconds=seconds))
+)
+INSTANTS = st.datetimes(
+    min_value=dt.datetime(1900, 1, 2), max_value=dt.datetime(2100, 1, 1), timezones=OFFSETS
+)
+DICTS = st.dictionaries(
+    st.sampled_from(["a", "b", "c"]), st.one_of(SMALL, st.booleans(), st.none()), max_size=3
+)
+
+
+@st.composite
+def look_alike(draw: st.DrawFn) -> tuple[str, Any, Any]:
+    """A stored value and a query: the same instant at another offset (seconds included),
+    a microsecond off, the same dict in another key order, or another value outright."""
+    if draw(st.booleans()):
+        stored = draw(INSTANTS)
+        queried = draw(
+            st.one_of(
+                OFFSETS.map(stored.astimezone),
+                st.just(stored + dt.timedelta(microseconds=1)),
+                INSTANTS,
+            )
+        )
+        return "at", stored, queried
+    stored_dict = draw(DICTS)
+    reordered = dict(reversed(list(stored_dict.items())))
+    return "extra", stored_dict, draw(st.one_of(st.just(reordered), DICTS))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(pair=look_alike())
+async def test_generated_instants_and_dicts_find_as_python_compares(
+    store: MetadataStore[Everything], pair: tuple[str, Any, Any]
+) -> None:
+    key, stored, queried = pair
+    equal = python_equal(store, key, stored, queried)
+    await store.bind("v").set_metadata({key: stored})
+    found = await store.find_sessions_by_metadata(key, queried)
+    assert found == (["v"] if equal else []), (stored, queried)
+    missed = list(await store.find_sessions(field(key) != queried))
+    assert missed == ([] if equal else ["v"]), (stored, queried)

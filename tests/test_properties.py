@@ -19,9 +19,9 @@ from .models import AllTypes, Priority, Settings
 EXAMPLES_PER_BACKEND = int(os.environ.get("SESSIONMETA_HYPOTHESIS_EXAMPLES", "60"))
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
-# Whole-minute offsets: what ISO 8601 text, and so JSON, carries.
-offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
-    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+# Any offset Python allows, to the microsecond: seconds (+00:19:32) are kept too.
+offsets = st.integers(-(24 * 3600 * 10**6 - 1), 24 * 3600 * 10**6 - 1).map(
+    lambda microseconds: dt.timezone(dt.timedelta(microseconds=microseconds))
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | finite_floats | st.text(),

@@ -3,7 +3,7 @@
 Every value is validated through its field's type and encoded with the codec
 that wrote it, so a filter compares hashes and sort keys exactly as stored.
 Errors (unknown key, operator that does not fit the field, bad value, bad
-cursor) are raised here, before any I/O. ``_sql`` turns a plan into SQL.
+cursor) are raised here, before any I/O. ``sessionmeta.sql.plans`` turns a plan into SQL.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import binascii
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sessionmeta.core.codec import encode_model, item_hashes
@@ -33,6 +33,7 @@ from sessionmeta.core.spec import FieldSpec, ModelSpec, check_session_id
 from sessionmeta.errors import FilterError, InvalidArgumentError, InvalidCursorError
 
 __all__ = [
+    "MAX_FILTER_KEYS",
     "MAX_LIMIT",
     "SESSION_COLUMNS",
     "Leaf",
@@ -71,7 +72,15 @@ class Leaf:
     as_array: bool = False
 
     def shape(self) -> tuple[Any, ...]:
-        return (self.kind, self.negated, len(self.value_params), self.comparison, self.as_array)
+        # The key's parameter name tells which leaves test the same key (see _renamed).
+        return (
+            self.kind,
+            self.negated,
+            self.key_param,
+            len(self.value_params),
+            self.comparison,
+            self.as_array,
+        )
 
 
 @dataclass(frozen=True)
@@ -173,14 +182,8 @@ def _leaf(spec: ModelSpec[Any], condition: Condition, params: _Params, arrays: b
         hashed = _encoded_hash(spec, field, condition.value)
         return Leaf("eq", negated, params.add(field.key), (params.add(hashed),))
     if base == "in":
-        hashes = sorted({_encoded_hash(spec, field, value) for value in _values_of(condition)})
-        if not hashes:
-            # Nothing is in the empty set; everything is outside it.
-            return Group(any_=not negated, nodes=())
-        key_param = params.add(field.key)
-        if arrays:
-            return Leaf("in", negated, key_param, (params.add(hashes),), as_array=True)
-        return Leaf("in", negated, key_param, tuple(params.add(h) for h in _padded(hashes)))
+        hashes = {_encoded_hash(spec, field, value) for value in _values_of(condition)}
+        return _membership(negated, params.add(field.key), hashes, params, arrays)
     if base == "contains":
         if field.kind != "collection":
             raise FilterError(
@@ -219,12 +222,101 @@ def _padded(values: list[str]) -> list[str]:
     return values + [values[-1]] * (size - len(values))
 
 
+def _membership(
+    negated: bool, key_param: str, hashes: set[str], params: _Params, arrays: bool
+) -> Node:
+    """``key`` holds (or, negated, does not hold) a value of one of these hashes."""
+    if not hashes:
+        # Nothing is in the empty set; everything is outside it.
+        return Group(any_=not negated, nodes=())
+    ordered = sorted(hashes)
+    if len(ordered) == 1:
+        return Leaf("eq", negated, key_param, (params.add(ordered[0]),))
+    if arrays:
+        return Leaf("in", negated, key_param, (params.add(ordered),), as_array=True)
+    return Leaf("in", negated, key_param, tuple(params.add(h) for h in _padded(ordered)))
+
+
+def _hashes(leaf: Leaf, params: _Params) -> set[str]:
+    if leaf.as_array:
+        return set(params.values[leaf.value_params[0]])
+    return {params.values[name] for name in leaf.value_params}
+
+
+def _merged(any_: bool, nodes: Iterable[Node], params: _Params, arrays: bool) -> Node:
+    """The group with conditions on the same key combined into one, where that is exact.
+
+    A session holds one value per key, so the ``eq``/``in`` conditions on one key are
+    one set: ``k == a or k == b`` is ``k in {a, b}`` and ``k != a and k != b`` is
+    ``k not in {a, b}``. Ranges on one key in one direction keep the tightest (AND)
+    or loosest (OR) bound, and ``contains`` of several elements in an OR becomes one
+    test of any element. Hundreds of conditions on a few keys then cost the database
+    a few index probes per session, not hundreds.
+    """
+    kept: list[Node] = []
+    sets: dict[tuple[str, bool], set[str]] = {}
+    set_params: dict[tuple[str, bool], str] = {}
+    bounds: dict[tuple[str, bool], Leaf] = {}
+    elements: dict[str, set[str]] = {}
+    element_params: dict[str, str] = {}
+    for node in nodes:
+        if not isinstance(node, Leaf) or node.kind == "exists":
+            kept.append(node)
+            continue
+        key = params.values[node.key_param]
+        if node.kind in ("eq", "in"):
+            slot = (key, node.negated)
+            hashes = _hashes(node, params)
+            found = sets.get(slot)
+            # Positives intersect in an AND and unite in an OR; negatives the other way.
+            if found is None:
+                sets[slot], set_params[slot] = hashes, node.key_param
+            elif any_ != node.negated:
+                found |= hashes
+            else:
+                found &= hashes
+        elif node.kind == "range":
+            upward = node.comparison.startswith(">")
+            slot = (key, upward)
+            other = bounds.get(slot)
+            bounds[slot] = node if other is None else _bound(node, other, upward, any_, params)
+        elif node.kind == "contains" and any_:
+            element_params.setdefault(key, node.key_param)
+            found_items = elements.setdefault(key, set())
+            found_items.update(params.values[name] for name in node.value_params)
+        else:
+            kept.append(node)
+    for (key, negated), hashes in sets.items():
+        kept.append(_membership(negated, set_params[(key, negated)], hashes, params, arrays))
+    kept.extend(bounds.values())
+    for key, items in elements.items():
+        names = tuple(params.add(item) for item in _padded(sorted(items)))
+        kept.append(Leaf("contains", False, element_params[key], names))
+    return Group(any_=any_, nodes=tuple(kept))
+
+
+def _bound(one: Leaf, other: Leaf, upward: bool, any_: bool, params: _Params) -> Leaf:
+    """Of two ranges on one key in one direction, the tighter (AND) or the looser (OR)."""
+
+    def at_least_as_tight(first: Leaf, second: Leaf) -> bool:
+        # Sort keys order as the values do (binary collation); at equal keys a strict
+        # comparison is the tighter.
+        first_key = params.values[first.value_params[0]]
+        second_key = params.values[second.value_params[0]]
+        if first_key != second_key:
+            return bool(first_key > second_key) if upward else bool(first_key < second_key)
+        return first.comparison in (">", "<") or second.comparison in (">=", "<=")
+
+    tight, loose = (one, other) if at_least_as_tight(one, other) else (other, one)
+    return loose if any_ else tight
+
+
 def _node(spec: ModelSpec[Any], item: Filter, params: _Params, arrays: bool) -> Node:
     if isinstance(item, Condition):
         return _leaf(spec, item, params, arrays)
     if isinstance(item, (AllOf, AnyOf)):
-        nodes = tuple(_node(spec, child, params, arrays) for child in item.filters)
-        return Group(any_=isinstance(item, AnyOf), nodes=nodes)
+        nodes = (_node(spec, child, params, arrays) for child in item.filters)
+        return _merged(isinstance(item, AnyOf), nodes, params, arrays)
     raise InvalidArgumentError(
         f"expected a Condition or all_of/any_of group, not {item!r} ({type(item).__name__})"
     )
@@ -236,8 +328,9 @@ def resolve_filters(
     """Check and encode ``filters`` (all must hold) into a tree of parameterized leaves."""
     flat = _flatten(filters)
     check_filter_size(flat)
-    nodes = tuple(_node(spec, item, params, arrays) for item in flat)
-    return Group(any_=False, nodes=nodes)
+    merged = _merged(False, (_node(spec, item, params, arrays) for item in flat), params, arrays)
+    assert isinstance(merged, Group)
+    return merged
 
 
 def _positive_or(node: Node) -> bool:
@@ -323,12 +416,53 @@ def plan_query(
     tree = resolve_filters(spec, [*scope_filters, *filters], params, arrays=arrays)
     order = resolve_order(spec, order_by, params)
     driver, rest = _split_driver(tree)
+    # Statements are compiled once per plan shape: the same shape must name the same
+    # parameters, whatever conditions were combined on the way.
+    renamed = _Params()
+    renamed.values = {name: value for name, value in params.values.items() if name == "order_key"}
+    keys: dict[str, str] = {}
+    driver = None if driver is None else _renamed(driver, params, renamed, keys)
+    rest = Group(False, tuple(_renamed(node, params, renamed, keys) for node in rest.nodes))
+    _check_keys(renamed, keys)
+    params = renamed
     after = cursor is not None
     if cursor is not None:
         value, session_id = decode_cursor(cursor, order.fingerprint)
         params.values["after_value"] = value
         params.values["after_session_id"] = session_id
     return Plan(driver, rest, order, after, params.values)
+
+
+MAX_FILTER_KEYS = 10
+
+
+def _check_keys(renamed: _Params, keys: dict[str, str]) -> None:
+    """Refuse a query on more keys than the database can test in time.
+
+    Each key a query tests costs up to one pass over that key's rows (a join, a
+    semi-join or an anti-join) when no condition narrows the sessions first: about
+    60-80 ms per key at 100,000 sessions (benchmarks/filter_limits.py).
+    """
+    if len(keys) > MAX_FILTER_KEYS:
+        raise FilterError(
+            f"a query tests at most {MAX_FILTER_KEYS} different keys; this one tests "
+            f"{len(keys)}: {', '.join(sorted(keys))}"
+        )
+
+
+def _renamed(node: Node, old: _Params, new: _Params, keys: dict[str, str]) -> Node:
+    """``node`` with its parameters named afresh, in the order of a walk of the tree;
+    leaves on the same key share one key parameter (``keys``: key to its name)."""
+    if isinstance(node, Group):
+        return Group(node.any_, tuple(_renamed(child, old, new, keys) for child in node.nodes))
+    key = old.values[node.key_param]
+    if key not in keys:
+        keys[key] = new.add(key)
+    return replace(
+        node,
+        key_param=keys[key],
+        value_params=tuple(new.add(old.values[name]) for name in node.value_params),
+    )
 
 
 def encode_cursor(order: Order, sort_value: Any, session_id: str) -> str:

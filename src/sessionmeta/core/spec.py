@@ -7,10 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetPydanticSchema, TypeAdapter
 from pydantic.fields import FieldInfo
+from pydantic_core import CoreSchema
 
 from sessionmeta.core.fieldtypes import FieldKind, field_kind
+from sessionmeta.core.instants import second_offsets_schema
 from sessionmeta.errors import (
     InvalidArgumentError,
     InvalidSessionIdError,
@@ -50,6 +52,13 @@ class SessionMeta(BaseModel):
         val_json_bytes="base64",
     )
 
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        # Offsets with seconds (+00:19:32) are written and read whole.
+        return second_offsets_schema(source, handler)
+
 
 ModelT = TypeVar("ModelT", bound=SessionMeta)
 
@@ -71,7 +80,9 @@ def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
     if info.metadata:
         # Field constraints (max_length, ge, ...) live in the metadata, not the annotation.
         annotation = typing.Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    # Read back as the model reads it: offsets with seconds included.
+    annotation = typing.Annotated[annotation, GetPydanticSchema(second_offsets_schema)]
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
         return TypeAdapter(annotation)
     return TypeAdapter(annotation, config=SessionMeta.model_config)
 

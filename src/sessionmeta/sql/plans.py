@@ -37,6 +37,7 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
+    not_,
     or_,
     select,
     true,
@@ -69,6 +70,8 @@ class _Builder:
         self.arrays = arrays
         self.averaged_statistics = averaged_statistics
         self.count = 0
+        # The rows of the keys tested inside groups, by key parameter: one join per key.
+        self.key_rows: dict[str, FromClause] = {}
 
     def _next(self) -> int:
         self.count += 1
@@ -89,29 +92,41 @@ class _Builder:
                     values.c.value_hash == items.c.value_hash,
                 ),
             )
-            conditions = [
-                items.c.key == bindparam(leaf.key_param),
-                items.c.item_hash == bindparam(leaf.value_params[0]),
-            ]
-            return source, items.c.session_id, conditions
-        conditions = [values.c.key == bindparam(leaf.key_param)]
-        if leaf.kind == "eq":
-            conditions.append(values.c.value_hash == bindparam(leaf.value_params[0]))
-        elif leaf.kind == "in" and leaf.as_array:
-            hashes = bindparam(leaf.value_params[0], type_=postgresql.ARRAY(Text))
-            conditions.append(values.c.value_hash == func.any(hashes))
-        elif leaf.kind == "in":
-            conditions.append(
-                values.c.value_hash.in_([bindparam(name) for name in leaf.value_params])
+            elements: list[Any] = [bindparam(name) for name in leaf.value_params]
+            key = items.c.key == bindparam(leaf.key_param)
+            if len(elements) == 1:
+                return source, items.c.session_id, [key, items.c.item_hash == elements[0]]
+            # Any of several elements: a session holding two of them is still one session.
+            holding = (
+                select(items.c.session_id)
+                .distinct()
+                .select_from(source)
+                .where(key, items.c.item_hash.in_(elements))
+                .subquery(f"c{number}")
             )
-        elif leaf.kind == "range":
+            return holding, holding.c.session_id, []
+        conditions = [values.c.key == bindparam(leaf.key_param), *self.row_test(leaf, values)]
+        return values, values.c.session_id, conditions
+
+    def row_test(self, leaf: Leaf, values: FromClause) -> list[Any]:
+        """What a leaf asks of the key's row, beyond its being there."""
+        if leaf.kind == "eq":
+            return [values.c.value_hash == bindparam(leaf.value_params[0])]
+        if leaf.kind == "in" and leaf.as_array:
+            hashes = bindparam(leaf.value_params[0], type_=postgresql.ARRAY(Text))
+            return [values.c.value_hash == func.any(hashes)]
+        if leaf.kind == "in":
+            return [values.c.value_hash.in_([bindparam(name) for name in leaf.value_params])]
+        if leaf.kind == "range":
             compare = _COMPARISONS[leaf.comparison]
-            conditions.append(compare(values.c.sort_key, bindparam(leaf.value_params[0])))
             # The far end of the range of sort keys this field's values can have.
             bound: Any = bindparam(leaf.value_params[1])
             upward = leaf.comparison.startswith(">")
-            conditions.append(values.c.sort_key < bound if upward else values.c.sort_key >= bound)
-        return values, values.c.session_id, conditions
+            return [
+                compare(values.c.sort_key, bindparam(leaf.value_params[0])),
+                values.c.sort_key < bound if upward else values.c.sort_key >= bound,
+            ]
+        return []
 
     def union_source(self, group: Group) -> tuple[FromClause, ColumnElement[Any], list[Any]]:
         """The sessions matching any of several positive leaves: a union of index ranges."""
@@ -126,16 +141,44 @@ class _Builder:
         return matched, matched.c.session_id, []
 
     def condition(self, node: Node, session_id: ColumnElement[Any]) -> ColumnElement[bool]:
+        """A top-level condition: a semi-join or an anti-join of its own, or a group."""
         if isinstance(node, Group):
-            parts = [self.condition(child, session_id) for child in node.nodes]
-            if not parts:
-                return false() if node.any_ else true()
-            return or_(*parts) if node.any_ else and_(*parts)
+            return self.grouped(node, session_id)
         source, inner_id, conditions = self.leaf_source(node)
         if not node.negated:
             return session_id.in_(select(inner_id).select_from(source).where(*conditions))
         probe: Select[Any] = select(literal_column("1")).select_from(source)
         return ~probe.where(inner_id == session_id, *conditions).exists()
+
+    def grouped(self, node: Node, session_id: ColumnElement[Any]) -> ColumnElement[bool]:
+        """A condition inside a group, tested on the session's row of its key.
+
+        Each key tested inside groups is joined once (``LEFT JOIN`` on the primary key),
+        and the group becomes a plain expression on those rows. Subqueries under an OR
+        would be one subplan per condition, which PostgreSQL prices so high that it
+        compiles them with JIT: seconds, for hundreds of conditions on a few keys.
+        """
+        if isinstance(node, Group):
+            parts = [self.grouped(child, session_id) for child in node.nodes]
+            if not parts:
+                return false() if node.any_ else true()
+            return or_(*parts) if node.any_ else and_(*parts)
+        if node.kind == "contains":
+            return self.condition(node, session_id)
+        row = self.key_rows.get(node.key_param)
+        if row is None:
+            row = self.key_rows[node.key_param] = self.tables.values.alias(f"k{self._next()}")
+        tests = self.row_test(node, row)
+        # A missing row makes the tests NULL: count that as not held, so that negation
+        # gives "a session lacking the key matches ne", as everywhere else.
+        held = func.coalesce(and_(*tests), false()) if tests else row.c.session_id.is_not(None)
+        return not_(held) if node.negated else held
+
+    def joined_key_rows(self, source: FromClause, session_id: ColumnElement[Any]) -> FromClause:
+        for key_param, row in self.key_rows.items():
+            on = and_(row.c.session_id == session_id, row.c.key == bindparam(key_param))
+            source = source.outerjoin(row, on)
+        return source
 
     def page(self, plan: Plan, *, count: bool = False) -> Select[Any]:
         """The ids (and sort values) of the matching sessions, in order, or their count."""
@@ -146,8 +189,8 @@ class _Builder:
             source, session_id, where = self.leaf_source(plan.driver)
         else:
             source, session_id, where = sessions, sessions.c.session_id, []
-        if plan.rest.nodes:
-            where.append(self.condition(plan.rest, session_id))
+        where.extend(self.condition(node, session_id) for node in plan.rest.nodes)
+        source = self.joined_key_rows(source, session_id)
         if count:
             return select(func.count()).select_from(source).where(*where)
         order = plan.order
