@@ -51,7 +51,10 @@ PAIRS_OF_NE = any_of(
     *(all_of(field("priority") != i, field("message_count") != i) for i in range(N // 2))
 )
 PAIRS_OF_CONTAINS = any_of(
-    *(all_of(field("tags").contains(f"t{i}"), field("tags").contains(f"u{i}")) for i in range(N // 2))
+    *(
+        all_of(field("tags").contains(f"t{i}"), field("tags").contains(f"u{i}"))
+        for i in range(N // 2)
+    )
 )
 
 QUERIES: dict[str, Callable[[MetadataStore[BenchMeta]], Awaitable[object]]] = {
