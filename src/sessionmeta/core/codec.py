@@ -235,7 +235,7 @@ def encode_value(
     except ValueError as exc:
         # NaN or infinity inside a loosely typed value, or a lone surrogate in a string.
         return _unstorable(key, python_value, str(exc))
-    field = spec.fields[key]
+    field = spec.field(key)
     # Nothing is changed silently: every value is read back as a read would, and must
     # come back identical (type, value, digits, offset) before anything is written.
     try:
@@ -322,12 +322,16 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
             try:
                 json_values.update(_to_json_values(validated, {name}))
             except ValueError as exc:
-                errors.append(_unstorable(key, getattr(validated, name), str(exc)))
+                errors.append(
+                    _unstorable(key, spec.value_of(validated, spec.field(name)), str(exc))
+                )
     for name in names:
-        key = spec.field(name).key
-        if key not in json_values:
+        field = spec.field(name)
+        if field.key not in json_values:
             continue
-        result = encode_value(spec, key, getattr(validated, name), json_values[key])
+        result = encode_value(
+            spec, field.key, spec.value_of(validated, field), json_values[field.key]
+        )
         if isinstance(result, EncodedValue):
             encoded.append(result)
         else:
@@ -363,7 +367,7 @@ def decode_rows(
     is left out (so it reads as the field's default) and its key appended to
     ``invalid_keys``.
     """
-    known = [(key, value) for key, value in rows if key in spec.fields]
+    known = [(key, value) for key, value in rows if spec.knows(key)]
     try:
         # One JSON document, one validation: far cheaper than one call per key.
         return spec.model.model_validate_json(object_text(known))

@@ -95,6 +95,8 @@ class ModelSpec(Generic[ModelT]):
             raise ModelDefinitionError(f"{model!r} is not a subclass of sessionmeta.SessionMeta")
         self.model = model
         self.name = model.__name__
+        # An open model (extra="allow") takes any key besides its fields, as plain JSON.
+        self.open = model.model_config.get("extra") == "allow"
         self.fields: dict[str, FieldSpec] = {}
         self._by_any_name: dict[str, FieldSpec] = {}
         for name, info in model.model_fields.items():
@@ -105,19 +107,9 @@ class ModelSpec(Generic[ModelT]):
                     f"{self.name}.{name} has no default: a session without the key "
                     f"{key!r} could not be read; declare it as `{name}: T | None = None`"
                 )
-            if not key or len(key) > MAX_KEY_LENGTH:
-                raise ModelDefinitionError(
-                    f"{self.name}.{name} is stored under a key of {len(key)} characters; "
-                    f"keys must be 1 to {MAX_KEY_LENGTH} characters"
-                )
-            if "\x00" in key:
-                raise ModelDefinitionError(f"{self.name}.{name}: key {key!r} holds a NUL character")
-            if key.endswith(" "):
-                raise ModelDefinitionError(
-                    f"{self.name}.{name}: key {key!r} ends with a space, which MySQL and "
-                    "MariaDB ignore when comparing: it would share a row with "
-                    f"{key.rstrip(' ')!r}"
-                )
+            problem = _key_problem(key)
+            if problem is not None:
+                raise ModelDefinitionError(f"{self.name}.{name}: {problem}")
             for kind, other in (
                 ("serialization_alias", info.serialization_alias),
                 ("validation_alias", info.validation_alias),
@@ -137,12 +129,31 @@ class ModelSpec(Generic[ModelT]):
             self._by_any_name[key] = spec
             self._by_any_name.setdefault(name, spec)
 
+    def knows(self, key: str) -> bool:
+        """Whether a stored ``key`` belongs to the model (every key does, in an open one)."""
+        return self.open or key in self.fields
+
     def field(self, key_or_name: str, *, session_id: str | None = None) -> FieldSpec:
-        """The field stored under ``key_or_name``, or named so in Python."""
-        try:
-            return self._by_any_name[key_or_name]
-        except (KeyError, TypeError):
-            raise UnknownKeyError([str(key_or_name)], self.name, session_id) from None
+        """The field stored under ``key_or_name``, or named so in Python.
+
+        In an open model (``extra="allow"``) any other valid key is a field of JSON.
+        """
+        found = self._by_any_name.get(key_or_name) if isinstance(key_or_name, str) else None
+        if found is not None:
+            return found
+        if not (self.open and isinstance(key_or_name, str)):
+            raise UnknownKeyError([str(key_or_name)], self.name, session_id)
+        problem = _key_problem(key_or_name)
+        if problem is not None:
+            raise InvalidArgumentError(f"{where(session_id)}{problem}")
+        return FieldSpec(name=key_or_name, key=key_or_name, adapter=_JSON_ADAPTER)
+
+    def value_of(self, model: BaseModel, field: FieldSpec) -> Any:
+        """The value of ``field`` in ``model``: a declared field, or a key of an open model."""
+        extra = model.model_extra
+        if extra is not None and field.name in extra:
+            return extra[field.name]
+        return getattr(model, field.name)
 
     def resolve_keys(
         self, keys: Iterable[str] | None, *, session_id: str | None = None
@@ -156,6 +167,8 @@ class ModelSpec(Generic[ModelT]):
         unknown: list[str] = []
         for key in keys:
             spec = self._by_any_name.get(key) if isinstance(key, str) else None
+            if spec is None and self.open and isinstance(key, str):
+                spec = self.field(key, session_id=session_id)
             if spec is None:
                 unknown.append(str(key))
             elif spec.key not in resolved:
@@ -178,7 +191,10 @@ class ModelSpec(Generic[ModelT]):
         elif isinstance(values, Mapping):
             given = dict(values)
             unknown = [str(key) for key in given if key not in self._by_any_name]
-            if unknown:
+            if unknown and self.open:
+                for key in given:
+                    self.field(key, session_id=session_id)  # refuses a key no database keeps
+            elif unknown:
                 raise UnknownKeyError(unknown, self.name, session_id)
         else:
             raise InvalidArgumentError(
@@ -186,6 +202,27 @@ class ModelSpec(Generic[ModelT]):
                 f"got {values!r} ({type(values).__name__})"
             )
         return self.model.model_validate(given)
+
+
+# The field of a key an open model does not declare: any JSON value, read as JSON reads.
+_JSON_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _key_problem(key: str) -> str | None:
+    """Why no supported database can keep ``key`` as a key, or ``None``."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        return (
+            f"key {key[:40]!r} is {len(key)} characters long; keys must be 1 to "
+            f"{MAX_KEY_LENGTH} characters"
+        )
+    if "\x00" in key:
+        return f"key {key!r} holds a NUL character"
+    if key.endswith(" "):
+        return (
+            f"key {key!r} ends with a space, which MySQL and MariaDB ignore when comparing: "
+            f"it would share a row with {key.rstrip(' ')!r}"
+        )
+    return None
 
 
 def where(session_id: str | None) -> str:

@@ -44,7 +44,7 @@ class Versioned(Generic[ModelT]):
 def version_of(spec: ModelSpec[Any], rows: Iterable[Sequence[Any]]) -> str:
     """The version of a session whose stored ``(key, value text)`` rows are ``rows``."""
     digest = hashlib.sha256()
-    for key, text in sorted((row[0], row[1]) for row in rows if row[0] in spec.fields):
+    for key, text in sorted((row[0], row[1]) for row in rows if spec.knows(row[0])):
         # Keys hold no NUL (ModelSpec refuses them); the text's length bounds it.
         digest.update(f"{key}\x00{len(text)}\x00{text}".encode())
     return digest.hexdigest()[:32]

@@ -184,11 +184,11 @@ def stale_hashes(
         return []
     stale: list[tuple[EncodedValue, str]] = []
     for key, value, value_hash in rows:
-        field = spec.fields.get(key)
-        if field is None or key in checked.invalid:
+        if not spec.knows(key) or key in checked.invalid:
             continue
+        field = spec.field(key)
         # The value as read, so the hash is made from what a write of it would store.
-        python_value = getattr(checked.model, field.name)
+        python_value = spec.value_of(checked.model, field)
         new_hash = equality_hash(python_value)
         if new_hash != value_hash:
             items = item_hashes(python_value) if field.kind == "collection" else None
@@ -205,7 +205,7 @@ def validate_session_rows(
 ) -> SessionCheck:
     """Validate one session's stored ``(key, value)`` rows as a read would; undeclared keys
     are ignored. Never raises for a stored value: failures are returned."""
-    known = [(key, value) for key, value in rows if key in spec.fields]
+    known = [(key, value) for key, value in rows if spec.knows(key)]
     model = spec.model
     try:
         # The same one-document validation a read does; per key only when it fails.

@@ -434,8 +434,22 @@ class Database:
             return
 
         async def create() -> None:
-            async with self.engine.begin() as connection:
-                await connection.run_sync(metadata.create_all)
+            # Another task, engine or process may be creating the same tables: its
+            # CREATE wins, ours fails with "already exists", and the next look finds
+            # the tables (and creates only what is still missing).
+            pauses = self.retry.pauses()
+            while True:
+                try:
+                    async with self.engine.begin() as connection:
+                        await connection.run_sync(metadata.create_all)
+                    return
+                except Exception as exc:
+                    pause = next(pauses, None)
+                    if pause is None or not self.is_driver_error(exc):
+                        raise
+                    if self.error_kind(exc) not in _CREATE_RACES:
+                        raise
+                await asyncio.sleep(pause)
 
         try:
             await asyncio.wait_for(create(), self.connect_timeout)
@@ -448,6 +462,11 @@ class Database:
             if not self.is_driver_error(exc):
                 raise
             raise DatabaseError(f"cannot create the tables: {describe(exc)}") from exc
+
+
+# What a concurrent creator of the same tables makes our CREATE fail with: the table or
+# index exists, a catalog row of its type is taken (PostgreSQL), or a lock conflict.
+_CREATE_RACES = ("already_exists", "unique", "transient")
 
 
 def _lost(exc: BaseException) -> bool:

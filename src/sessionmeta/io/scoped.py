@@ -126,7 +126,10 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
         validated = spec.validate_values(values, session_id=self.session_id)
         self.scope.check_write(
             self.session_id,
-            {spec.field(name).key: getattr(validated, name) for name in validated.model_fields_set},
+            {
+                field.key: spec.value_of(validated, field)
+                for field in map(spec.field, validated.model_fields_set)
+            },
         )
         rows = encode_model(spec, validated)
         if expected_version is not None:

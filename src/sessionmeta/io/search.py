@@ -42,11 +42,11 @@ class Searcher(Generic[ModelT]):
 
     def decode_many(self, sessions: Sequence[tuple[str, list[tuple[str, str]]]]) -> list[ModelT]:
         """Models for many sessions' rows: one validation of one JSON array when all fit."""
-        fields = self.ops.spec.fields
+        spec = self.ops.spec
         text = (
             "["
             + ",".join(
-                object_text([(key, value) for key, value in rows if key in fields])
+                object_text([(key, value) for key, value in rows if spec.knows(key)])
                 for _, rows in sessions
             )
             + "]"

@@ -260,21 +260,25 @@ class _MySQL(Spelling):
         )
 
 
-ErrorKind = Literal["transient", "missing_session", "unique", "incompatible_parent"]
+ErrorKind = Literal[
+    "transient", "missing_session", "unique", "incompatible_parent", "already_exists"
+]
 
-# SQLSTATEs: deadlock_detected, serialization_failure; foreign_key_violation; unique_violation.
+# SQLSTATEs: deadlock_detected, serialization_failure; foreign_key_violation; unique_violation;
+# duplicate_table, duplicate_object (an index or type another creator made first).
 _POSTGRES_ERRORS: dict[str, ErrorKind] = {
     "40P01": "transient",
     "40001": "transient",
     "23503": "missing_session",
     "23505": "unique",
+    "42P07": "already_exists",
+    "42710": "already_exists",
 }
 # Deadlock (1213, also a Galera certification conflict), record changed since last read
 # (1020, MariaDB snapshot isolation); no referenced row (1452); duplicate key (1062). A lock
 # wait timeout (1205) is not retried: it is a limit the application chose. A foreign key
-# refused because the
-# parent column's type or collation differs: MariaDB 1005 "incorrectly formed", MySQL 5.7
-# 1215, MySQL 8 3780.
+# refused because the parent column's type or collation differs: MariaDB 1005 "incorrectly
+# formed", MySQL 5.7 1215, MySQL 8 3780.
 _MYSQL_ERRORS: dict[int, ErrorKind] = {
     1213: "transient",
     1020: "transient",
@@ -283,6 +287,8 @@ _MYSQL_ERRORS: dict[int, ErrorKind] = {
     1005: "incompatible_parent",
     1215: "incompatible_parent",
     3780: "incompatible_parent",
+    1050: "already_exists",  # table exists
+    1061: "already_exists",  # duplicate key (index) name
 }
 
 
@@ -309,6 +315,8 @@ def _sqlite_kind(error: BaseException) -> ErrorKind | None:
         return "missing_session"
     if code in (1555, 2067):  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
         return "unique"
+    if code == 1 and "already exists" in str(error):  # SQLITE_ERROR of a CREATE
+        return "already_exists"
     return None
 
 
