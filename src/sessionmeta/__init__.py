@@ -14,7 +14,7 @@ from sessionmeta.core.filters import (
     field,
 )
 from sessionmeta.core.page import Page, SessionListing
-from sessionmeta.core.spec import HasSessionId, SessionMeta
+from sessionmeta.core.spec import HasSessionId, SessionMeta, UntypedMeta
 from sessionmeta.core.versions import Versioned
 from sessionmeta.errors import (
     ConcurrencyError,
@@ -79,6 +79,7 @@ __all__ = [
     "SessionListing",
     "SessionMeta",
     "SessionMetaError",
+    "UntypedMeta",
     "SessionNotInScopeError",
     "StaleHash",
     "StoredValueError",

@@ -16,8 +16,15 @@ from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 class ScriptedModel(Model):
     """Replies ``reply(user_text)`` to each turn; ``inputs`` holds every input it received."""
 
-    def __init__(self, reply: Callable[[str], str] = lambda text: f"echo: {text}") -> None:
+    def __init__(
+        self,
+        reply: Callable[[str], str] = lambda text: f"echo: {text}",
+        *,
+        response_ids: bool = False,
+    ) -> None:
         self.reply = reply
+        # Responses with ids, as the Responses API gives them (compaction needs them).
+        self.response_ids = response_ids
         self.inputs: list[list[TResponseInputItem]] = []
 
     async def get_response(
@@ -46,7 +53,8 @@ class ScriptedModel(Model):
             status="completed",
             content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
         )
-        return ModelResponse(output=[message], usage=Usage(), response_id=None)
+        response_id = f"resp_{len(self.inputs)}" if self.response_ids else None
+        return ModelResponse(output=[message], usage=Usage(), response_id=response_id)
 
     def stream_response(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "ModelSpec",
     "ModelT",
     "SessionMeta",
+    "UntypedMeta",
     "check_session_id",
 ]
 
@@ -58,6 +59,16 @@ class SessionMeta(BaseModel):
     ) -> CoreSchema:
         # Offsets with seconds (+00:19:32) are written and read whole.
         return second_offsets_schema(source, handler)
+
+
+class UntypedMeta(SessionMeta):
+    """Metadata without a model: any key, any JSON value, read back as JSON reads it.
+
+    For code written against a plain ``dict`` API; a value JSON would change (a
+    tuple, a set, a datetime) is refused, so ``"42"`` stays a string and ``1.0`` a float.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
 
 ModelT = TypeVar("ModelT", bound=SessionMeta)

@@ -194,6 +194,27 @@ class Operations(Generic[ModelT]):
 
         return await self.db.run(work, session_id=session_id, transaction=True)
 
+    async def replace_history(
+        self, session_id: str, messages_table: str, messages: list[str]
+    ) -> bool:
+        """Replace a session's whole history (the Agents SDK's messages table) with
+        ``messages``, stored JSON texts, in one transaction holding the session's lock.
+
+        The session row stays, and with it the metadata; ``False`` when it is missing.
+        """
+        statements = self.statements
+        params = {"session_id": session_id}
+
+        async def replace(db: Connection, rows: list[Row]) -> bool:
+            await db.execute(statements.delete_history(messages_table), params)
+            append = statements.append_history(messages_table)
+            for message in messages:
+                await db.execute(append, {"session_id": session_id, "message_data": message})
+            await db.execute(statements.touch_session(), params)
+            return True
+
+        return await self.locked(session_id, replace, create=False) is True
+
     async def insert_session(self, db: Connection, session_id: str) -> None:
         """Create the session row if it is missing (inside the caller's unit of work)."""
         await db.execute(self.statements.insert_session(), {"session_id": session_id})

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ClauseElement, bindparam, delete, func, or_, select
+from sqlalchemy import ClauseElement, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -145,6 +145,36 @@ class Statements:
             lambda: select(values.c.key, values.c.value, values.c.value_hash).where(
                 values.c.session_id == bindparam("session_id")
             ),
+        )
+
+    def delete_history(self, messages_table: str) -> CompiledStatement:
+        """Delete one session's messages from the Agents SDK's table; the session stays."""
+        messages = self.tables.metadata.tables[messages_table]
+        return self.compiled(
+            f"delete_history:{messages_table}",
+            0,
+            lambda: delete(messages).where(messages.c.session_id == bindparam("session_id")),
+        )
+
+    def append_history(self, messages_table: str) -> CompiledStatement:
+        """Append one message (its stored JSON text) to a session's history."""
+        messages = self.tables.metadata.tables[messages_table]
+        return self.compiled(
+            f"append_history:{messages_table}",
+            0,
+            lambda: insert(messages).values(
+                session_id=bindparam("session_id"), message_data=bindparam("message_data")
+            ),
+        )
+
+    def touch_session(self) -> CompiledStatement:
+        sessions = self.tables.sessions
+        return self.compiled(
+            "touch_session",
+            0,
+            lambda: update(sessions)
+            .where(sessions.c.session_id == bindparam("session_id"))
+            .values(updated_at=func.current_timestamp()),
         )
 
     def lock_session(self) -> CompiledStatement:
