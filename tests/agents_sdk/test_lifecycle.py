@@ -4,7 +4,6 @@ creators race, and metadata on any subclass of the SDK's session."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,17 +125,21 @@ async def test_first_writes_in_separate_processes_race_to_create_the_tables(
         # Both processes import first, then write at the same instant.
         start = time.time() + 4
         processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", PROCESS_SCRIPT, url, f"p{index}", str(start)],
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                PROCESS_SCRIPT,
+                url,
+                f"p{index}",
+                str(start),
                 cwd=ROOT,
-                stderr=subprocess.PIPE,
-                text=True,
+                stderr=asyncio.subprocess.PIPE,
             )
             for index in range(2)
         ]
         for process in processes:
-            _, stderr = process.communicate(timeout=120)
-            assert process.returncode == 0, stderr
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+            assert process.returncode == 0, stderr.decode()
         engine = create_async_engine(url)
         try:
             for index in range(2):
