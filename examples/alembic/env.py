@@ -12,10 +12,11 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sessionmeta import MetadataStore
+from sessionmeta import MetadataStore, migrations
 from sessionmeta.demo import SupportTicket
 
 config = context.config
@@ -41,9 +42,9 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     return True
 
 
-def configure(**kwargs: Any) -> None:
+def configure(target: MetaData, **kwargs: Any) -> None:
     context.configure(
-        target_metadata=target_metadata,
+        target_metadata=target,
         include_name=include_name,
         compare_type=True,
         **kwargs,
@@ -51,13 +52,16 @@ def configure(**kwargs: Any) -> None:
 
 
 def run_offline() -> None:
-    configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    configure(target_metadata, url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_sync_migrations(connection: Connection) -> None:
-    configure(connection=connection)
+    # As the migration creates them on this database: on MySQL/MariaDB the foreign keys
+    # take the existing sessions table's type and collation, so autogenerate proposes
+    # no change to the SDK's table.
+    configure(migrations.target_metadata(connection, target_metadata), connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 

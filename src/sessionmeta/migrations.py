@@ -1,10 +1,11 @@
 """Alembic operations that add sessionmeta's tables to a database the Agents SDK already uses.
 
-Call :func:`upgrade` and :func:`downgrade` from a migration script (see
-``examples/alembic`` and ``docs/migrations.md``). The statements are generated
-from the same table definitions as ``store.sql_metadata``, so the migration
-creates exactly what autogenerate compares against, and works offline
-(``alembic upgrade --sql``) too. Alembic itself is imported by the caller only.
+Call :func:`upgrade` and :func:`downgrade` from a migration script, and give
+autogenerate :func:`target_metadata` (see ``examples/alembic`` and
+``docs/migrations.md``). The statements are generated from the same table
+definitions as ``store.sql_metadata``, so the migration creates exactly what
+autogenerate compares against, and works offline (``alembic upgrade --sql``)
+too. Alembic itself is imported by the caller only.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import MetaData, Table
+from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
+from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.schema import build_tables
 
-__all__ = ["downgrade", "new_tables", "upgrade"]
+__all__ = ["downgrade", "new_tables", "target_metadata", "upgrade"]
+
+
+def _metadata(sessions_table: str, metadata_table: str, sql_metadata: MetaData | None) -> MetaData:
+    if sql_metadata is not None:
+        return sql_metadata
+    return build_tables(sessions_table, metadata_table).metadata
 
 
 def new_tables(
@@ -30,8 +39,27 @@ def new_tables(
     ``sql_metadata`` defaults to the tables a store with these names describes
     (its ``sql_metadata``).
     """
-    metadata = sql_metadata or build_tables(sessions_table, metadata_table).metadata
+    metadata = _metadata(sessions_table, metadata_table, sql_metadata)
     return [table for table in metadata.sorted_tables if table.name != sessions_table]
+
+
+def target_metadata(
+    connection: Connection,
+    sql_metadata: MetaData | None = None,
+    *,
+    sessions_table: str = "agent_sessions",
+    metadata_table: str = "agent_sessions_metadata",
+) -> MetaData:
+    """sessionmeta's tables as :func:`upgrade` creates them on ``connection``'s database,
+    for ``context.configure(target_metadata=...)`` in Alembic's ``env.py``.
+
+    On MySQL/MariaDB the foreign-key columns (and the SDK's existing sessions
+    table) take the type and collation the existing sessions table has, so
+    autogenerate proposes no change to the SDK's table. Elsewhere this is
+    ``sql_metadata`` itself. ``sql_metadata`` defaults to the tables a store with
+    these names describes; it is not changed.
+    """
+    return adapt_to_database(connection, _metadata(sessions_table, metadata_table, sql_metadata))
 
 
 def upgrade(
@@ -44,8 +72,14 @@ def upgrade(
     """Create the metadata table(s) and their indexes; the sessions table must exist.
 
     ``op`` is ``alembic.op``. The SDK's tables and their rows are not touched.
+    Online, on MySQL/MariaDB, the foreign-key columns take the existing sessions
+    table's type and collation (:func:`target_metadata`); offline (``--sql``)
+    there is no database to read, so they are sessionmeta's own.
     """
-    for table in new_tables(sessions_table, metadata_table, sql_metadata=sql_metadata):
+    metadata = _metadata(sessions_table, metadata_table, sql_metadata)
+    if not op.get_context().as_sql:
+        metadata = adapt_to_database(op.get_bind(), metadata)
+    for table in new_tables(sessions_table, metadata_table, sql_metadata=metadata):
         op.execute(CreateTable(table))
         for index in sorted(table.indexes, key=lambda index: index.name or ""):
             op.execute(CreateIndex(index))

@@ -131,6 +131,12 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
         self._sessionmeta_table_names = names
         self._sessionmeta_untyped = metadata_model is None
         self._sessionmeta_ensure_ascii = ensure_ascii
+        # One shared connection (SQLite :memory:): the SDK's writes and ours take turns
+        # under one lock, the SDK's own where it made one.
+        sdk_lock = getattr(self, "_connection_lock", None)
+        shared = store.db.shared_connection_lock(sdk_lock)
+        if shared is not None:
+            self._connection_lock = shared
 
     @classmethod
     def from_url(

@@ -23,15 +23,19 @@ events, no echo, no caller's transaction, and a driver ``io.drivers`` knows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import MetaData, event, inspect
+from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
+from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from sessionmeta.errors import (
@@ -43,9 +47,10 @@ from sessionmeta.errors import (
 from sessionmeta.io.drivers import Driver, lean_driver
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.sql.dialects import Backend, ErrorKind, backend_for
+from sessionmeta.sql.schema import ColumnName, adapt_to_parents, referenced_columns
 from sessionmeta.sql.statements import CompiledStatement
 
-__all__ = ["Connection", "Database", "SessionRowMissing"]
+__all__ = ["Connection", "Database", "SessionRowMissing", "adapt_to_database"]
 
 logger = logging.getLogger("sessionmeta")
 
@@ -245,6 +250,43 @@ class Database:
                 if self.is_driver_error(exc):
                     raise self._translate(exc, session_id, lost=_lost(exc)) from exc
                 raise
+        async with self._one_connection_at_a_time():
+            return await self._run_retried(work, session_id, transaction)
+
+    @contextlib.asynccontextmanager
+    async def _one_connection_at_a_time(self) -> AsyncIterator[None]:
+        """On an engine whose pool is one shared connection (SQLite ``:memory:``), one
+        unit of work at a time: two would interleave their transactions on it."""
+        lock = self.shared_connection_lock()
+        if lock is None:
+            yield
+            return
+        while not lock.acquire(blocking=False):  # noqa: ASYNC110
+            # Polled: a threading lock also serializes other event loops, and a
+            # cancelled waiter never holds it.
+            await asyncio.sleep(0.001)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def shared_connection_lock(
+        self, offered: threading.Lock | None = None
+    ) -> threading.Lock | None:
+        """The lock of this engine's one shared connection (``StaticPool``), or ``None``
+        when the pool hands out connections of their own. ``offered`` becomes it when
+        there is none yet: the Agents SDK's, so that its work and ours take turns."""
+        if not isinstance(self.engine.pool, StaticPool):
+            return None
+        sync_engine = self.engine.sync_engine
+        with _LOCKS_GUARD:
+            lock: threading.Lock | None = sync_engine.__dict__.get(_SHARED_CONNECTION_LOCK)
+            if lock is None:
+                lock = offered or threading.Lock()
+                setattr(sync_engine, _SHARED_CONNECTION_LOCK, lock)
+            return lock
+
+    async def _run_retried(self, work: Work[T], session_id: str | None, transaction: bool) -> T:
         attempt = 1
         pauses = self.retry.pauses()
         while True:
@@ -420,7 +462,7 @@ class Database:
         try:
             if self.connection is not None:
                 return await self.connection.run_sync(look)
-            async with self.engine.connect() as connection:
+            async with self._one_connection_at_a_time(), self.engine.connect() as connection:
                 return await connection.run_sync(look)
         except Exception as exc:
             if not self.is_driver_error(exc):
@@ -428,9 +470,13 @@ class Database:
             raise DatabaseError(f"cannot look for table {name!r}: {describe(exc)}") from exc
 
     async def create_tables(self, metadata: MetaData) -> None:
-        """Create whichever tables of ``metadata`` are missing, with their indexes."""
+        """Create whichever tables of ``metadata`` are missing, with their indexes.
+
+        Their foreign-key columns take the type of the existing columns they refer
+        to, where the database needs that (:func:`adapt_to_database`).
+        """
         if self.connection is not None:
-            await self.connection.run_sync(metadata.create_all)
+            await self.connection.run_sync(_create_all, metadata)
             return
 
         async def create() -> None:
@@ -440,8 +486,8 @@ class Database:
             pauses = self.retry.pauses()
             while True:
                 try:
-                    async with self.engine.begin() as connection:
-                        await connection.run_sync(metadata.create_all)
+                    async with self._one_connection_at_a_time(), self.engine.begin() as connection:
+                        await connection.run_sync(_create_all, metadata)
                     return
                 except Exception as exc:
                     pause = next(pauses, None)
@@ -464,9 +510,44 @@ class Database:
             raise DatabaseError(f"cannot create the tables: {describe(exc)}") from exc
 
 
+def adapt_to_database(connection: SyncConnection, metadata: MetaData) -> MetaData:
+    """``metadata`` as it is to be created on ``connection``'s database.
+
+    On MySQL/MariaDB, a copy whose foreign-key columns have the type, length,
+    charset and collation of the existing columns they refer to (read from
+    ``information_schema``): a sessions table made by hand or by another SDK
+    release keeps its own. Elsewhere, and when nothing referred to exists,
+    ``metadata`` itself.
+    """
+    reader = backend_for(connection.dialect).parent_columns
+    # Matched without case: the server may report names in another case than declared.
+    wanted = {
+        (table.lower(), column.lower()): (table, column)
+        for table, column in referenced_columns(metadata)
+    }
+    if reader is None or not wanted:
+        return metadata
+    parents: dict[ColumnName, TypeEngine[Any]] = {}
+    for row in connection.execute(reader.query({table for table, _ in wanted.values()})):
+        name = wanted.get((str(row[0]).lower(), str(row[1]).lower()))
+        column_type = reader.column_type(row) if name is not None else None
+        if name is not None and column_type is not None:
+            parents[name] = column_type
+    return adapt_to_parents(metadata, parents) if parents else metadata
+
+
+def _create_all(connection: SyncConnection, metadata: MetaData) -> None:
+    # Read and create on one connection: what is read is what the CREATE refers to.
+    adapt_to_database(connection, metadata).create_all(connection)
+
+
 # What a concurrent creator of the same tables makes our CREATE fail with: the table or
 # index exists, a catalog row of its type is taken (PostgreSQL), or a lock conflict.
 _CREATE_RACES = ("already_exists", "unique", "transient")
+
+
+_SHARED_CONNECTION_LOCK = "_sessionmeta_shared_connection_lock"
+_LOCKS_GUARD = threading.Lock()
 
 
 def _lost(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ operations and shapes the rows. Each method is one round trip.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic
 
@@ -165,7 +166,16 @@ class Searcher(Generic[ModelT]):
             statement = self.sql.many(size, with_hashes=with_hashes)
             params = {f"id{index}": session_id for index, session_id in enumerate(padded)}
         for row in await self.ops.fetch(statement, params):
-            found[row[0]].append(row[1:])
+            rows = found.get(row[0])
+            if rows is not None:
+                rows.append(row[1:])
+                continue
+            # A sessions table in a case-insensitive collation (MySQL, made by hand) gives
+            # the id as it was written, not as asked: file it under each id asked that
+            # the collation takes for the same one.
+            for session_id in ids:
+                if _loosely(session_id) == _loosely(row[0]):
+                    found[session_id].append(row[1:])
         return found
 
     async def many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
@@ -174,3 +184,9 @@ class Searcher(Generic[ModelT]):
             [(sid, [(key, value) for key, value in rows]) for sid, rows in found.items()]
         )
         return dict(zip(found, models, strict=True))
+
+
+def _loosely(session_id: str) -> str:
+    """``session_id`` without case and accents, as MySQL's ``_ci`` collations compare."""
+    decomposed = unicodedata.normalize("NFKD", session_id)
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()

@@ -10,16 +10,27 @@ module branches on a dialect name: they ask :func:`backend_for`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Text, bindparam, delete, func, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeEngine
 
 from sessionmeta.core.codec import EncodedValue
 from sessionmeta.errors import UnsupportedDialectError
@@ -29,6 +40,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "ErrorKind",
+    "ParentColumns",
     "Spelling",
     "backend_for",
     "backend_named",
@@ -315,9 +327,70 @@ def _sqlite_kind(error: BaseException) -> ErrorKind | None:
         return "missing_session"
     if code in (1555, 2067):  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
         return "unique"
-    if code == 1 and "already exists" in str(error):  # SQLITE_ERROR of a CREATE
+    # A CREATE that another connection's CREATE beat: SQLITE_ERROR, or SQLITE_SCHEMA when
+    # the schema changed under the statement.
+    if primary in (1, 17) and "already exists" in str(error):
         return "already_exists"
     return None
+
+
+class ParentColumns:
+    """Reads existing columns' types, for a database whose foreign keys need the
+    referenced column's own type (see :func:`sessionmeta.sql.schema.adapt_to_parents`)."""
+
+    def query(self, tables: Collection[str]) -> Executable:
+        """Rows of (table, column, ...) describing every column of ``tables``."""
+        raise NotImplementedError
+
+    def column_type(self, row: Sequence[Any]) -> TypeEngine[Any] | None:
+        """The type of the column one row describes; ``None`` to keep sessionmeta's own."""
+        raise NotImplementedError
+
+
+_INFORMATION_SCHEMA_COLUMNS = Table(
+    "COLUMNS",
+    MetaData(),
+    *(
+        Column(name)
+        for name in (
+            "TABLE_SCHEMA",
+            "TABLE_NAME",
+            "COLUMN_NAME",
+            "DATA_TYPE",
+            "CHARACTER_MAXIMUM_LENGTH",
+            "CHARACTER_SET_NAME",
+            "COLLATION_NAME",
+        )
+    ),
+    schema="information_schema",
+)
+
+
+class _MySQLParentColumns(ParentColumns):
+    # InnoDB refuses (errno 150) a foreign key between string columns whose charset or
+    # collation differ, and a hand-made or newer-SDK sessions table has its own.
+    _TYPES: Mapping[str, Callable[..., TypeEngine[Any]]] = {
+        "varchar": mysql.VARCHAR,
+        "char": mysql.CHAR,
+    }
+
+    def query(self, tables: Collection[str]) -> Executable:
+        columns = _INFORMATION_SCHEMA_COLUMNS.c
+        return select(
+            columns.TABLE_NAME,
+            columns.COLUMN_NAME,
+            columns.DATA_TYPE,
+            columns.CHARACTER_MAXIMUM_LENGTH,
+            columns.CHARACTER_SET_NAME,
+            columns.COLLATION_NAME,
+        ).where(func.database() == columns.TABLE_SCHEMA, columns.TABLE_NAME.in_(sorted(tables)))
+
+    def column_type(self, row: Sequence[Any]) -> TypeEngine[Any] | None:
+        _, _, data_type, length, charset, collation = row
+        make = self._TYPES.get(str(data_type).lower())
+        if make is None or length is None:
+            return None
+        return make(int(length), charset=charset, collation=collation)
 
 
 @dataclass(frozen=True)
@@ -350,6 +423,9 @@ class Backend:
     per_key_statistics: bool = True
     # The database is a file the process opens itself (no server).
     embedded: bool = False
+    # Foreign keys need the referenced column's exact type: tables created beside an
+    # existing one take its columns' types from here.
+    parent_columns: ParentColumns | None = None
 
     def connect_timeout_args(self, driver: str, seconds: float) -> dict[str, Any]:
         """``connect_args`` that bound ``driver``'s handshake to ``seconds``."""
@@ -388,6 +464,7 @@ BACKENDS: tuple[Backend, ...] = (
         _MySQL,
         mysql.dialect,
         _mysql_kind,
+        parent_columns=_MySQLParentColumns(),
     ),
     Backend(
         "mariadb",
@@ -398,6 +475,7 @@ BACKENDS: tuple[Backend, ...] = (
         _MySQL,
         _mariadb_dialect,
         _mysql_kind,
+        parent_columns=_MySQLParentColumns(),
     ),
     Backend(
         "sqlite",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     TIMESTAMP,
@@ -27,11 +29,16 @@ from sessionmeta.core.spec import MAX_KEY_LENGTH
 from sessionmeta.errors import TableNameError
 
 __all__ = [
+    "ColumnName",
     "Tables",
     "add_messages_table",
+    "adapt_to_parents",
     "build_tables",
     "check_table_name",
+    "referenced_columns",
 ]
+
+ColumnName = tuple[str, str]  # (table, column)
 
 # MySQL cannot index an unbounded string, and compares case- and accent-insensitively
 # unless told otherwise: give it bounded, binary-collated columns.
@@ -211,3 +218,46 @@ def add_messages_table(tables: Tables, messages_table: str) -> Table:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
+
+
+def referenced_columns(metadata: MetaData) -> list[ColumnName]:
+    """The (table, column) pairs that foreign keys in ``metadata`` refer to, sorted."""
+    return sorted(
+        {
+            (element.column.table.name, element.column.name)
+            for table in metadata.tables.values()
+            for constraint in table.foreign_key_constraints
+            for element in constraint.elements
+        }
+    )
+
+
+def adapt_to_parents(metadata: MetaData, parents: Mapping[ColumnName, TypeEngine[Any]]) -> MetaData:
+    """A copy of ``metadata`` whose foreign keys match the parent columns' actual types.
+
+    ``parents`` gives the type of columns as they exist in the database (tables that
+    are there already). Those columns take that type in the copy, and every
+    foreign-key column referring to one takes it too, and so on down: a column that
+    refers to a table created beside it follows that table's adapted column. InnoDB
+    refuses a foreign key between string columns of another charset or collation,
+    and autogenerate must not see the existing parent differ. ``metadata``'s own
+    tables are left untouched.
+    """
+    copy = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(copy)
+    adapted: set[ColumnName] = set()
+    # Parents before children, so a child follows a parent already adapted.
+    for table in copy.sorted_tables:
+        for column in table.columns:
+            actual = parents.get((table.name, column.name))
+            if actual is not None:
+                column.type = actual
+                adapted.add((table.name, column.name))
+        for constraint in table.foreign_key_constraints:
+            for element in constraint.elements:
+                parent = element.column
+                if (parent.table.name, parent.name) in adapted:
+                    element.parent.type = parent.type
+                    adapted.add((table.name, element.parent.name))
+    return copy
