@@ -37,7 +37,11 @@ def table_names(connection: Connection) -> set[str]:
 
 
 def differences(connection: Connection, store: MetadataStore[ChatMeta]) -> list[Any]:
-    target = store.sql_metadata
+    return differences_from(connection, store.sql_metadata)
+
+
+def differences_from(connection: Connection, target: Any) -> list[Any]:
+    """What Alembic autogenerate finds between ``target`` and the database, on its tables."""
     context = migration.MigrationContext.configure(
         connection,
         opts={

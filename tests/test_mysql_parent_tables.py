@@ -24,10 +24,10 @@ from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.schema import adapt_to_parents, add_messages_table, build_tables
 
 from .models import ChatMeta
+from .test_migrations import differences_from
 
 alembic_command = pytest.importorskip("alembic.command")
 alembic_config = pytest.importorskip("alembic.config")
-autogenerate = pytest.importorskip("alembic.autogenerate")
 migration = pytest.importorskip("alembic.migration")
 operations = pytest.importorskip("alembic.operations")
 memory = pytest.importorskip("agents.extensions.memory")
@@ -197,22 +197,10 @@ def upgrade_with_alembic(connection: Connection) -> None:
     migrations.upgrade(operations.Operations(context))
 
 
-def differences(connection: Connection, target: Any) -> list[Any]:
-    context = migration.MigrationContext.configure(
-        connection,
-        opts={
-            "compare_type": True,
-            "include_name": lambda name, type_, parents: type_ != "table" or name in target.tables,
-        },
-    )
-    found: list[Any] = autogenerate.compare_metadata(context, target)
-    return found
-
-
 def adapted_differences(connection: Connection) -> list[Any]:
     tables = build_tables("agent_sessions", OURS[0])
     target = migrations.target_metadata(connection, tables.metadata)
-    return differences(connection, target)
+    return differences_from(connection, target)
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
