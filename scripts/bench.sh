@@ -4,6 +4,11 @@
 # first use. Extra arguments go to benchmarks/run.py, e.g. `--quick` or `--scale 10000,100000`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SESSIONMETA_EXTRAS="${SESSIONMETA_EXTRAS:-postgres,bench}"
+# agents: the Agents SDK session that the peers table times per turn.
+SESSIONMETA_EXTRAS="${SESSIONMETA_EXTRAS:-postgres,agents,bench}"
 source scripts/_venv.sh
-exec "$venv/bin/python" benchmarks/run.py "$@"
+"$venv/bin/python" benchmarks/run.py "$@"
+# Then the table of peers (benchmarks/peers.py), with --quick, --backends, --postgres-url
+# and --out as given above. Google ADK runs from a venv of its own, benchmarks/.venv-peers.
+bash benchmarks/peers_venv.sh
+exec "$venv/bin/python" benchmarks/peers.py --from-bench "$@"

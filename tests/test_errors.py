@@ -660,6 +660,7 @@ VALIDATOR_CALLS: dict[str, Callable[[MetadataStore[Guarded], str], Awaitable[obj
     "scoped list_sessions": lambda g, m: g.scoped(owner_id="u1").list_sessions(),
     "scoped get_many": lambda g, m: g.scoped(owner_id="u1").get_many(["s1"]),
     "set_metadata": lambda g, m: g.bind("s2").set_metadata({"tags": [m]}),
+    "set_many": lambda g, m: g.set_many({"s3": {"tags": ["c"]}, "s2": {"tags": [m]}}),
     "set_metadata(expected_version)": _conditional_write,
     "add_to the marker": lambda g, m: g.bind("s2").add_to("tags", m),
     "contains filter": lambda g, m: g.find_sessions(field("tags").contains(m)),

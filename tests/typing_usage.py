@@ -21,3 +21,12 @@ async def usage(store: MetadataStore[ChatMeta]) -> None:
     wrong: int = read.owner_id  # E
     ids: list[int] = await store.find_sessions_by_metadata("owner_id", "u1")  # E
     print(wrong, ids)
+    await store.set_many({"s1": ChatMeta(priority=1), "s2": {"owner_id": "u1"}})
+    await store.set_many({f"s{n}": {"priority": n} for n in range(3)})
+    await store.set_many({"s1": OtherMeta()})  # E
+    await store.set_many(["s1"])  # E
+    await store.delete_many(["s1", "s2"], keys=["priority"])
+
+
+class OtherMeta(SessionMeta):
+    title: str | None = None

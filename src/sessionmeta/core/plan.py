@@ -66,7 +66,8 @@ class Leaf:
     negated: bool
     key_param: str
     value_params: tuple[str, ...] = ()
-    # For ranges: the SQL comparison operator.
+    # For ranges: the SQL comparison operator, or "low,high" for both ends of one range
+    # (then value_params are the two ends).
     comparison: str = ""
     # For ``in`` on dialects that take an array: one parameter holds the list.
     as_array: bool = False
@@ -288,7 +289,16 @@ def _merged(any_: bool, nodes: Iterable[Node], params: _Params, arrays: bool) ->
             kept.append(node)
     for (key, negated), hashes in sets.items():
         kept.append(_membership(negated, set_params[(key, negated)], hashes, params, arrays))
-    kept.extend(bounds.values())
+    for (key, upward), bound in bounds.items():
+        other = None if any_ else bounds.get((key, not upward))
+        if other is None:
+            kept.append(bound)
+        elif upward:
+            # Both ends on one key (added once, from the lower end): one index range,
+            # not two half-lines each matching most sessions, to intersect.
+            ends = (bound.value_params[0], other.value_params[0])
+            between = f"{bound.comparison},{other.comparison}"
+            kept.append(Leaf("range", False, bound.key_param, ends, comparison=between))
     for key, items in elements.items():
         names = tuple(params.add(item) for item in _padded(sorted(items)))
         kept.append(Leaf("contains", False, element_params[key], names))

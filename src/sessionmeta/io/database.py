@@ -68,6 +68,10 @@ _EXECUTION_EVENTS = (
 )
 _SQLITE_PRAGMAS_DONE = "sessionmeta_sqlite_pragmas"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+_SQLITE_WAL_DONE = "sessionmeta_sqlite_wal"
+# How long the switch to WAL waits for other connections' locks: a first call may wait
+# that long for it, and no longer; another connection tries again.
+SQLITE_WAL_SWITCH_WAIT_MS = 1_000
 
 
 class SessionRowMissing(Exception):
@@ -157,11 +161,13 @@ class Database:
         connect_timeout: float | None,
         retry: RetryPolicy,
         connection: AsyncConnection | None = None,
+        sqlite_wal: bool = True,
     ) -> None:
         self.engine = engine
         self.backend: Backend = backend_for(engine.dialect)
         self.connect_timeout = connect_timeout
         self.retry = retry
+        self.sqlite_wal = sqlite_wal
         self.connection = connection
         self._lean = lean_driver(engine.dialect.driver)
         dbapi = engine.dialect.loaded_dbapi
@@ -173,6 +179,8 @@ class Database:
         )
         if self.backend.foreign_keys_pragma:
             _install_sqlite_pragmas(engine)
+        if self.backend.write_ahead_log:
+            _install_sqlite_wal(engine, wanted=sqlite_wal)
 
     def __repr__(self) -> str:
         where = "caller's connection" if self.connection is not None else "pool"
@@ -594,3 +602,73 @@ def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
     if not event.contains(sync_engine, "checkout", _sqlite_pragmas):
         event.listen(sync_engine, "checkout", _sqlite_pragmas)
+
+
+def _sqlite_wal(
+    dbapi_connection: Any,
+    connection_record: ConnectionPoolEntry,
+    connection_proxy: PoolProxiedConnection,
+) -> None:
+    # A database file in SQLite's default rollback journal is switched to write-ahead
+    # logging: readers and the writer no longer block each other, and a commit appends
+    # to the log instead of writing and syncing a journal and the database. The mode is
+    # the file's (persistent), so one switch serves every connection and process; each
+    # connection looks once, on its first checkout. A journal mode the application set
+    # on the connection (TRUNCATE, PERSIST, MEMORY, OFF), WAL already, and in-memory or
+    # temporary databases are left as they are.
+    if connection_record.info.get(_SQLITE_WAL_DONE):
+        return
+    connection_record.info[_SQLITE_WAL_DONE] = True
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if not row or str(row[0]).lower() != "delete":
+            return
+        cursor.execute("PRAGMA database_list")
+        if not any(entry[1] == "main" and entry[2] for entry in cursor.fetchall()):
+            return  # no file: in memory, or a temporary database
+        # The switch needs the file to itself for a moment: wait a little for other
+        # connections' locks, not the whole busy timeout (this is the caller's call).
+        cursor.execute("PRAGMA busy_timeout")
+        row = cursor.fetchone()
+        busy_timeout = int(row[0]) if row and row[0] else 0
+        cursor.execute(f"PRAGMA busy_timeout = {min(busy_timeout, SQLITE_WAL_SWITCH_WAIT_MS)}")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            row = cursor.fetchone()
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout}")
+        if not row or str(row[0]).lower() != "wal":
+            logger.warning(
+                "SQLite kept this database file in journal mode %r instead of WAL",
+                row[0] if row else None,
+            )
+    except Exception as exc:
+        # Not worth failing the caller's call over: the file keeps its rollback journal,
+        # and the next new connection tries again.
+        logger.warning(
+            "could not switch the SQLite database file to WAL (store option "
+            "sqlite_wal=False leaves the journal mode alone): %s",
+            describe(exc),
+        )
+    finally:
+        cursor.close()
+
+
+_KEEP_JOURNAL_MODE = "_sessionmeta_keep_sqlite_journal_mode"
+
+
+def _install_sqlite_wal(engine: AsyncEngine, *, wanted: bool) -> None:
+    """Switch the engine's SQLite files to WAL, unless a store on it said not to: one
+    store's ``sqlite_wal=False`` holds for every store on that engine."""
+    sync_engine = engine.sync_engine
+    with _LOCKS_GUARD:
+        keep = not wanted or bool(sync_engine.__dict__.get(_KEEP_JOURNAL_MODE))
+        installed = event.contains(sync_engine, "checkout", _sqlite_wal)
+        if keep:
+            setattr(sync_engine, _KEEP_JOURNAL_MODE, True)
+            if installed:
+                event.remove(sync_engine, "checkout", _sqlite_wal)
+        elif not installed:
+            event.listen(sync_engine, "checkout", _sqlite_wal)

@@ -3,7 +3,9 @@
 The store, its scoped views, the atomic operations, search and check all come
 here (or to the seam itself) for I/O; none reaches into another's internals.
 Every write of value rows, whatever asked for it, goes through
-:meth:`Operations.write_rows`.
+:meth:`Operations.write_rows`, or for many sessions at once through
+:meth:`Operations.write_many`, which runs the same upsert and items statements
+in chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sessionmeta.core.codec import EncodedValue, decode_rows
 from sessionmeta.core.spec import ModelSpec, ModelT
 from sessionmeta.errors import ConcurrencyError
 from sessionmeta.io.database import Connection, Database, SessionRowMissing
-from sessionmeta.sql.statements import Statements
+from sessionmeta.sql.statements import Batch, Statements
 
 __all__ = ["ITEMS_PER_STATEMENT", "OnInvalid", "Operations", "Row"]
 
@@ -146,6 +148,34 @@ class Operations(Generic[ModelT]):
 
         await self.db.run(create_and_write, session_id=session_id, transaction=True)
 
+    async def write_many(self, rows: dict[str, list[EncodedValue]]) -> None:
+        """Store each session's ``rows`` in one transaction, creating missing session rows.
+
+        All sessions are written or none; other keys of each session stay. The
+        statements come in chunks (``Statements.write_many``): as many for ten
+        sessions as for a few thousand.
+        """
+        batch = self.statements.write_many(rows)
+        if not batch:
+            return
+        await self.ensure_tables()
+        try:
+            await self.db.run(lambda db: _run_batch(db, batch), transaction=len(batch) > 1)
+        except SessionRowMissing as exc:
+            # PostgreSQL: a session was deleted between the statement's insert and its
+            # foreign-key check.
+            raise ConcurrencyError(
+                "a session was deleted during the bulk write; nothing was written"
+            ) from exc
+
+    async def delete_many(self, ids: list[str], keys: list[str] | None) -> None:
+        """Delete ``keys`` (or every key) of the sessions ``ids``, in one transaction."""
+        batch = self.statements.delete_many(ids, keys)
+        if not batch:
+            return
+        await self.ensure_tables()
+        await self.db.run(lambda db: _run_batch(db, batch), transaction=len(batch) > 1)
+
     async def delete(self, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` of one session, or every key."""
         await self.ensure_tables()
@@ -247,12 +277,17 @@ class Operations(Generic[ModelT]):
         params: dict[str, Any] = {"session_id": session_id}
         params.update({f"key{index}": row.key for index, row in enumerate(collections)})
         await db.execute(delete_items, params)
-        items = [(row.key, row.value_hash, item) for row in collections for item in row.items or ()]
+        items = [
+            (session_id, row.key, row.value_hash, item)
+            for row in collections
+            for item in row.items or ()
+        ]
         for start in range(0, len(items), ITEMS_PER_STATEMENT):
             chunk = items[start : start + ITEMS_PER_STATEMENT]
-            chunk_params: dict[str, Any] = {"session_id": session_id}
-            for index, (key, value_hash, item) in enumerate(chunk):
-                chunk_params[f"ik{index}"] = key
-                chunk_params[f"ivh{index}"] = value_hash
-                chunk_params[f"ih{index}"] = item
-            await db.execute(statements.insert_items(len(chunk)), chunk_params)
+            insert_items = statements.insert_items(len(chunk))
+            await db.execute(insert_items, statements.spelling.item_params(chunk))
+
+
+async def _run_batch(db: Connection, batch: Batch) -> None:
+    for statement, params in batch:
+        await db.execute(statement, params)

@@ -9,6 +9,7 @@ from typing import Any, Generic
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from sessionmeta.core.bulk import encode_sessions, session_ids
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
@@ -40,6 +41,9 @@ class MetadataStore(Generic[ModelT]):
     connection, so a database that is down or silent raises
     :class:`~sessionmeta.DatabaseError` instead of hanging. ``retry`` says how
     often an operation the database aborted for a concurrent one is run again.
+    On a SQLite database file the store switches the file from SQLite's rollback
+    journal to WAL (write-ahead logging, kept by the file); ``sqlite_wal=False``
+    leaves the journal mode as it is, for every store on the engine.
 
     One store serves the whole application: share it across requests and tasks.
     """
@@ -55,6 +59,7 @@ class MetadataStore(Generic[ModelT]):
         on_invalid: OnInvalid = "raise",
         connect_timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
+        sqlite_wal: bool = True,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise InvalidArgumentError(
@@ -71,6 +76,8 @@ class MetadataStore(Generic[ModelT]):
             )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidArgumentError(f"retry must be a RetryPolicy, not {retry!r}")
+        if not isinstance(sqlite_wal, bool):
+            raise InvalidArgumentError(f"sqlite_wal must be True or False, not {sqlite_wal!r}")
         if not isinstance(engine, AsyncEngine):
             raise InvalidArgumentError(
                 f"engine must be a SQLAlchemy AsyncEngine (create_async_engine), not {engine!r}"
@@ -82,7 +89,12 @@ class MetadataStore(Generic[ModelT]):
         self.connect_timeout = connect_timeout
         self.tables: Tables = build_tables(sessions_table, metadata_table)
         statements = statements_for(engine.dialect, self.tables)
-        db = Database(engine, connect_timeout=connect_timeout, retry=retry or RetryPolicy())
+        db = Database(
+            engine,
+            connect_timeout=connect_timeout,
+            retry=retry or RetryPolicy(),
+            sqlite_wal=sqlite_wal,
+        )
         self.ops: Operations[ModelT] = Operations(
             self.spec, statements, db, on_invalid=on_invalid, create_tables=create_tables
         )
@@ -102,6 +114,7 @@ class MetadataStore(Generic[ModelT]):
         on_invalid: OnInvalid = "raise",
         connect_timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
+        sqlite_wal: bool = True,
     ) -> MetadataStore[ModelT]:
         """A store on a new engine for ``url``, disposed of by :meth:`close`."""
         try:
@@ -118,6 +131,7 @@ class MetadataStore(Generic[ModelT]):
             on_invalid=on_invalid,
             connect_timeout=connect_timeout,
             retry=retry,
+            sqlite_wal=sqlite_wal,
         )
         store._owns_engine = True
         return store
@@ -233,6 +247,36 @@ class MetadataStore(Generic[ModelT]):
         as the model's defaults, as :meth:`BoundMetadata.get_metadata` does.
         """
         return await self.search.many(sessions)
+
+    async def set_many(self, values: Mapping[str, ModelT | Mapping[str, Any]]) -> None:
+        """Write the metadata of many sessions at once: ``{session_id: values, ...}``.
+
+        Each session's ``values`` is what :meth:`BoundMetadata.set_metadata` takes
+        (a model or a mapping). Every session id and every value is checked before
+        any I/O: a bad value anywhere raises one :class:`pydantic.ValidationError`
+        whose errors are located as ``(session_id, key, ...)``, a bad id
+        :class:`~sessionmeta.InvalidSessionIdError`, an unknown key
+        :class:`~sessionmeta.UnknownKeyError`; then nothing is written. The write is
+        one transaction: every session or none. Missing session rows are created;
+        other keys of each session stay. Rows go in multi-row statements of up to
+        a few thousand rows, so ten sessions and a few thousand take as many.
+        """
+        await self.ops.write_many(encode_sessions(self.spec, values))
+
+    async def delete_many(
+        self, sessions: Iterable[str | HasSessionId], keys: Iterable[str] | None = None
+    ) -> None:
+        """Delete ``keys`` (names or storage keys) of every session in ``sessions``, or
+        every key of them when ``keys`` is ``None``, in one transaction.
+
+        :meth:`BoundMetadata.delete_metadata` for many sessions at once; the session
+        rows stay. Ids and keys are checked before any I/O.
+        """
+        ids = session_ids(sessions, "delete_many")
+        resolved = self.spec.resolve_keys(keys)
+        if not ids or resolved == []:
+            return
+        await self.ops.delete_many(ids, resolved)
 
     def scoped(
         self, scope: Mapping[str, Any] | None = None, /, **pairs: Any

@@ -10,14 +10,15 @@ module branches on a dialect name: they ask :func:`backend_for`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     Column,
     ColumnElement,
     MetaData,
+    String,
     Table,
     Text,
     bindparam,
@@ -49,7 +50,24 @@ __all__ = [
 
 
 def _key_params(prefix: str, count: int) -> list[ColumnElement[Any]]:
-    return [bindparam(f"{prefix}{index}") for index in range(count)]
+    return [bindparam(name) for name in _names(prefix, count)[:count]]
+
+
+_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _names(prefix: str, count: int) -> tuple[str, ...]:
+    """At least ``count`` parameter names ``prefix0``, ``prefix1``...: made once, not per row."""
+    names = _NAMES.get(prefix, ())
+    if len(names) < count:
+        names = tuple(f"{prefix}{index}" for index in range(max(count, 2 * len(names))))
+        _NAMES[prefix] = names
+    return names
+
+
+def _named(prefix: str, values: Sequence[Any]) -> Iterator[tuple[str, Any]]:
+    """``(prefix0, values[0]), (prefix1, values[1])...``: a multi-row statement's parameters."""
+    return zip(_names(prefix, len(values)), values, strict=False)  # the names may run on
 
 
 class Spelling:
@@ -69,23 +87,43 @@ class Spelling:
     def key_params(self, keys: Sequence[str]) -> dict[str, Any]:
         return {f"key{index}": key for index, key in enumerate(keys)}
 
+    def id_in(self, column: ColumnElement[str], count: int) -> ColumnElement[bool]:
+        """``column`` is one of ``count`` session ids (``id0``...; one array on PostgreSQL)."""
+        return column.in_(_key_params("id", count))
+
+    def id_params(self, ids: Sequence[str]) -> dict[str, Any]:
+        return dict(_named("id", ids))
+
     def insert_session(self) -> Executable:
+        raise NotImplementedError
+
+    def insert_sessions(self, count: int) -> Executable:
+        """Create the missing ones of ``count`` session rows (``id0``...): a bulk write."""
         raise NotImplementedError
 
     def upsert(self, count: int) -> Executable:
         raise NotImplementedError
 
+    def upsert_many(self, count: int) -> Executable:
+        """The upsert of ``count`` rows of any sessions: the same statement as :meth:`upsert`,
+        whose rows each name their session."""
+        return self.upsert(count)
+
     def upsert_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
         return self.row_params(session_id, rows)
 
+    def upsert_many_params(self, rows: Sequence[tuple[str, EncodedValue]]) -> dict[str, Any]:
+        """The parameters of :meth:`upsert_many` for ``(session_id, row)`` pairs."""
+        params: dict[str, Any] = dict(_named("s", [pair[0] for pair in rows]))
+        params.update(_named("k", [row.key for _, row in rows]))
+        params.update(_named("v", [row.value for _, row in rows]))
+        params.update(_named("h", [row.value_hash for _, row in rows]))
+        params.update(_named("o", [row.sort_key for _, row in rows]))
+        return params
+
     def row_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
         params: dict[str, Any] = {"session_id": session_id}
-        for index, row in enumerate(rows):
-            params[f"s{index}"] = session_id
-            params[f"k{index}"] = row.key
-            params[f"v{index}"] = row.value
-            params[f"h{index}"] = row.value_hash
-            params[f"o{index}"] = row.sort_key
+        params.update(self.upsert_many_params([(session_id, row) for row in rows]))
         return params
 
     def delete_items(self, key_count: int) -> Executable:
@@ -95,18 +133,45 @@ class Spelling:
             items.c.key.in_(_key_params("key", key_count)),
         )
 
-    def insert_items(self, count: int) -> Executable:
-        return self.tables.items.insert().values(
-            [
-                {
-                    "session_id": bindparam("session_id"),
-                    "key": bindparam(f"ik{index}"),
-                    "value_hash": bindparam(f"ivh{index}"),
-                    "item_hash": bindparam(f"ih{index}"),
-                }
-                for index in range(count)
-            ]
+    def delete_key_items(self, count: int) -> Executable:
+        """Drop the items of one rewritten key (``key``) of ``count`` sessions (``ps0``...).
+
+        One key per statement, not ``(session, key)`` pairs: MariaDB compares row
+        values in a list one by one, for every row it scans.
+        """
+        items = self.tables.items
+        return delete(items).where(
+            items.c.key == bindparam("key"),
+            items.c.session_id.in_(_key_params("ps", count)),
         )
+
+    def key_items_params(self, key: str, ids: Sequence[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {"key": key}
+        params.update(_named("ps", ids))
+        return params
+
+    def insert_items(self, count: int) -> Executable:
+        """Insert ``count`` item rows (``is0``/``ik0``/``ivh0``/``ih0``...), each naming its
+        session; one already there is left as it is, so a row may be given twice."""
+        raise NotImplementedError
+
+    def item_params(self, items: Sequence[tuple[str, str, str, str]]) -> dict[str, Any]:
+        """The parameters of :meth:`insert_items` for (session, key, value hash, item hash)."""
+        params: dict[str, Any] = {}
+        for column, prefix in enumerate(("is", "ik", "ivh", "ih")):
+            params.update(_named(prefix, [item[column] for item in items]))
+        return params
+
+    def _item_rows(self, count: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "session_id": bindparam(f"is{index}"),
+                "key": bindparam(f"ik{index}"),
+                "value_hash": bindparam(f"ivh{index}"),
+                "item_hash": bindparam(f"ih{index}"),
+            }
+            for index in range(count)
+        ]
 
     def _rows(self, count: int) -> list[dict[str, Any]]:
         return [
@@ -132,6 +197,12 @@ class _PostgreSQL(Spelling):
 
     def key_params(self, keys: Sequence[str]) -> dict[str, Any]:
         return {"keys": list(keys)}
+
+    def id_in(self, column: ColumnElement[str], count: int) -> ColumnElement[bool]:
+        return column == func.any(bindparam("ids", type_=postgresql.ARRAY(String())))
+
+    def id_params(self, ids: Sequence[str]) -> dict[str, Any]:
+        return {"ids": list(ids)}
 
     def insert_session(self) -> Executable:
         return (
@@ -173,15 +244,117 @@ class _PostgreSQL(Spelling):
                 rows.c.sort_key,
             ).where(select(func.count()).select_from(locked).scalar_subquery() >= 0),
         )
-        return insert.on_conflict_do_update(
-            index_elements=["session_id", "key"],
-            set_={
-                "value": insert.excluded.value,
-                "value_hash": insert.excluded.value_hash,
-                "sort_key": insert.excluded.sort_key,
-                "updated_at": func.current_timestamp(),
-            },
-        ).add_cte(new_session, *self._item_ctes())
+        return _update_on_conflict(insert).add_cte(new_session, *self._item_ctes())
+
+    def insert_items(self, count: int) -> Executable:
+        # Only where a row's hash is recomputed in place (check's rehash): the upserts
+        # keep the items in step themselves.
+        items = postgresql.insert(self.tables.items).values(self._item_rows(count))
+        return items.on_conflict_do_nothing()
+
+    def upsert_many(self, count: int) -> Executable:
+        """:meth:`upsert` for the rows of many sessions, one statement for any count.
+
+        It creates the missing session rows, locks the existing ones first as
+        :meth:`upsert` does, and keeps the items table in step the same way: the
+        items of a rewritten value's older hash go, the new value's come.
+        """
+        values, sessions, items = self.tables.values, self.tables.sessions, self.tables.items
+        text_array, id_array = postgresql.ARRAY(Text), postgresql.ARRAY(String())
+        session_ids = bindparam("session_ids", type_=id_array)
+        new_ids = func.unnest(session_ids).table_valued("session_id").render_derived(name="new_ids")
+        new_sessions = (
+            postgresql.insert(sessions)
+            .from_select(["session_id"], select(new_ids.c.session_id))
+            .on_conflict_do_nothing(index_elements=["session_id"])
+            .cte("new_sessions")
+        )
+        locked = (
+            select(sessions.c.session_id)
+            .where(sessions.c.session_id == func.any(session_ids))
+            .with_for_update(read=True, key_share=True)
+            .cte("locked_sessions")
+        )
+        rows = (
+            func.unnest(
+                bindparam("row_sessions", type_=id_array),
+                bindparam("keys", type_=text_array),
+                bindparam("vals", type_=text_array),
+                bindparam("hashes", type_=text_array),
+                bindparam("sort_keys", type_=text_array),
+            )
+            .table_valued("session_id", "key", "value", "value_hash", "sort_key")
+            .render_derived(name="new_values")
+        )
+        insert = postgresql.insert(values).from_select(
+            ["session_id", "key", "value", "value_hash", "sort_key"],
+            select(
+                rows.c.session_id, rows.c.key, rows.c.value, rows.c.value_hash, rows.c.sort_key
+            ).where(select(func.count()).select_from(locked).scalar_subquery() >= 0),
+        )
+        rewritten = (
+            func.unnest(
+                bindparam("collection_sessions", type_=id_array),
+                bindparam("collection_keys", type_=text_array),
+                bindparam("collection_hashes", type_=text_array),
+            )
+            .table_valued("session_id", "key", "value_hash")
+            .render_derived(name="rewritten")
+        )
+        gone = delete(items).where(
+            items.c.session_id == rewritten.c.session_id,
+            items.c.key == rewritten.c.key,
+            items.c.value_hash != rewritten.c.value_hash,
+        )
+        item_rows = (
+            func.unnest(
+                bindparam("item_sessions", type_=id_array),
+                bindparam("item_keys", type_=text_array),
+                bindparam("item_value_hashes", type_=text_array),
+                bindparam("item_hashes", type_=text_array),
+            )
+            .table_valued("session_id", "key", "value_hash", "item_hash")
+            .render_derived(name="new_item_rows")
+        )
+        added = (
+            postgresql.insert(items)
+            .from_select(
+                ["session_id", "key", "value_hash", "item_hash"],
+                select(
+                    item_rows.c.session_id,
+                    item_rows.c.key,
+                    item_rows.c.value_hash,
+                    item_rows.c.item_hash,
+                ),
+            )
+            .on_conflict_do_nothing()
+        )
+        return _update_on_conflict(insert).add_cte(
+            new_sessions, gone.cte("gone_items"), added.cte("new_items")
+        )
+
+    def upsert_many_params(self, rows: Sequence[tuple[str, EncodedValue]]) -> dict[str, Any]:
+        collections = [(session_id, row) for session_id, row in rows if row.items is not None]
+        items = [
+            (session_id, row.key, row.value_hash, item)
+            for session_id, row in collections
+            for item in row.items or ()
+        ]
+        return {
+            "session_ids": list(dict.fromkeys(session_id for session_id, _ in rows)),
+            "row_sessions": [session_id for session_id, _ in rows],
+            "keys": [row.key for _, row in rows],
+            "vals": [row.value for _, row in rows],
+            "hashes": [row.value_hash for _, row in rows],
+            "sort_keys": [row.sort_key for _, row in rows],
+            "collection_sessions": [session_id for session_id, _ in collections],
+            "collection_keys": [row.key for _, row in collections],
+            "collection_hashes": [row.value_hash for _, row in collections],
+            "item_sessions": [item[0] for item in items],
+            "item_keys": [item[1] for item in items],
+            "item_value_hashes": [item[2] for item in items],
+            "item_hashes": [item[3] for item in items],
+        }
 
     def _item_ctes(self) -> list[Any]:
         """Keep the items table in step within the same statement.
@@ -242,17 +415,20 @@ class _SQLite(Spelling):
             .on_conflict_do_nothing(index_elements=["session_id"])
         )
 
-    def upsert(self, count: int) -> Executable:
-        insert = sqlite.insert(self.tables.values).values(self._rows(count))
-        return insert.on_conflict_do_update(
-            index_elements=["session_id", "key"],
-            set_={
-                "value": insert.excluded.value,
-                "value_hash": insert.excluded.value_hash,
-                "sort_key": insert.excluded.sort_key,
-                "updated_at": func.current_timestamp(),
-            },
+    def insert_sessions(self, count: int) -> Executable:
+        rows = [{"session_id": session} for session in _key_params("id", count)]
+        return (
+            sqlite.insert(self.tables.sessions)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["session_id"])
         )
+
+    def upsert(self, count: int) -> Executable:
+        return _update_on_conflict(sqlite.insert(self.tables.values).values(self._rows(count)))
+
+    def insert_items(self, count: int) -> Executable:
+        items = sqlite.insert(self.tables.items).values(self._item_rows(count))
+        return items.on_conflict_do_nothing()
 
 
 class _MySQL(Spelling):
@@ -262,6 +438,17 @@ class _MySQL(Spelling):
         insert = mysql.insert(sessions).values(session_id=bindparam("session_id"))
         return insert.on_duplicate_key_update(session_id=sessions.c.session_id)
 
+    def insert_sessions(self, count: int) -> Executable:
+        sessions = self.tables.sessions
+        rows = [{"session_id": session} for session in _key_params("id", count)]
+        insert = mysql.insert(sessions).values(rows)
+        return insert.on_duplicate_key_update(session_id=sessions.c.session_id)
+
+    def insert_items(self, count: int) -> Executable:
+        items = self.tables.items
+        insert = mysql.insert(items).values(self._item_rows(count))
+        return insert.on_duplicate_key_update(item_hash=items.c.item_hash)
+
     def upsert(self, count: int) -> Executable:
         insert: Insert = mysql.insert(self.tables.values).values(self._rows(count))
         return insert.on_duplicate_key_update(  # type: ignore[attr-defined,no-any-return]
@@ -270,6 +457,22 @@ class _MySQL(Spelling):
             sort_key=insert.inserted.sort_key,  # type: ignore[attr-defined]
             updated_at=func.current_timestamp(),
         )
+
+
+_Upsert = TypeVar("_Upsert", postgresql.Insert, sqlite.Insert)
+
+
+def _update_on_conflict(insert: _Upsert) -> _Upsert:
+    """``insert`` (PostgreSQL's or SQLite's) that rewrites a key's row when it is there."""
+    return insert.on_conflict_do_update(
+        index_elements=["session_id", "key"],
+        set_={
+            "value": insert.excluded.value,
+            "value_hash": insert.excluded.value_hash,
+            "sort_key": insert.excluded.sort_key,
+            "updated_at": func.current_timestamp(),
+        },
+    )
 
 
 ErrorKind = Literal[
@@ -418,6 +621,9 @@ class Backend:
     cheap_autocommit: bool = False
     # SQLite: foreign keys (and so ON DELETE CASCADE) are off unless each connection asks.
     foreign_keys_pragma: bool = False
+    # SQLite: a database file keeps a rollback journal unless switched to write-ahead
+    # logging (persistent, per file), where commits append to the log instead.
+    write_ahead_log: bool = False
     # Whether the planner knows how many rows each key has (SQLite's statistics are
     # averages over all keys).
     per_key_statistics: bool = True
@@ -488,6 +694,7 @@ BACKENDS: tuple[Backend, ...] = (
         _sqlite_kind,
         begin_write="BEGIN IMMEDIATE",
         foreign_keys_pragma=True,
+        write_ahead_log=True,
         per_key_statistics=False,
         embedded=True,
     ),

@@ -117,6 +117,12 @@ class _Builder:
             return [values.c.value_hash == func.any(hashes)]
         if leaf.kind == "in":
             return [values.c.value_hash.in_([bindparam(name) for name in leaf.value_params])]
+        if leaf.kind == "range" and "," in leaf.comparison:
+            low, high = (_COMPARISONS[op] for op in leaf.comparison.split(","))
+            return [
+                low(values.c.sort_key, bindparam(leaf.value_params[0])),
+                high(values.c.sort_key, bindparam(leaf.value_params[1])),
+            ]
         if leaf.kind == "range":
             compare = _COMPARISONS[leaf.comparison]
             # The far end of the range of sort keys this field's values can have.

@@ -7,19 +7,42 @@ How each backend spells an upsert or a key list comes from its
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ClauseElement, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from sessionmeta.core.codec import EncodedValue
 from sessionmeta.sql.dialects import Backend, Spelling, backend_for
 from sessionmeta.sql.schema import Tables
 
-__all__ = ["CompiledStatement", "Statements", "compile_statement", "statements_for"]
+__all__ = [
+    "BULK_BYTES",
+    "BULK_ROWS",
+    "Batch",
+    "CompiledStatement",
+    "Statements",
+    "compile_statement",
+    "statements_for",
+]
+
+# A bulk write or delete goes in chunks of at most this many rows per statement. The
+# widest row binds five parameters: 20,480 per statement, under SQLite's 32,766 (and
+# asyncpg's 32,767; PostgreSQL binds arrays, one parameter per column).
+BULK_ROWS = 4096
+# ... and at most about this much stored text, so a statement of large values stays
+# well under MySQL/MariaDB's max_allowed_packet (16 MiB by default on MariaDB); a
+# value larger than this goes alone.
+BULK_BYTES = 4 * 1024 * 1024
+# Statements of chunks shorter than BULK_ROWS are padded to a power of two (repeating a
+# row, which writes or deletes it again): a few shapes, each compiled once, serve any count.
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,10 @@ class CompiledStatement:
         if self.positional:
             return [params[name] if name in params else defaults[name] for name in self.names]
         return {**defaults, **params}
+
+
+# Statements to run in order, each with its parameters.
+Batch = list[tuple[CompiledStatement, dict[str, Any]]]
 
 
 def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
@@ -250,10 +277,129 @@ class Statements:
         values = self.tables.values
         return self.compiled("count_rows", 0, lambda: select(func.count()).select_from(values))
 
+    # Bulk writes and deletes
+
+    def upsert_many(self, count: int) -> CompiledStatement:
+        """The upsert of ``count`` rows of any sessions (:meth:`Spelling.upsert_many`)."""
+        if not self.spelling.upsert_creates_session:
+            # Each row of the plain upsert names its session already: the same statement.
+            return self.upsert(count)
+        return self.compiled("upsert_many", 0, lambda: self.spelling.upsert_many(count))
+
+    def insert_sessions(self, count: int) -> CompiledStatement:
+        return self.compiled("insert_sessions", count, lambda: self.spelling.insert_sessions(count))
+
+    def delete_key_items(self, count: int) -> CompiledStatement:
+        return self.compiled(
+            "delete_key_items", count, lambda: self.spelling.delete_key_items(count)
+        )
+
+    def delete_values_many(self, id_count: int, key_count: int | None) -> CompiledStatement:
+        """Delete ``key_count`` keys (or every key) of ``id_count`` sessions."""
+        values = self.tables.values
+
+        def build() -> Executable:
+            statement = delete(values).where(self.spelling.id_in(values.c.session_id, id_count))
+            if key_count is not None:
+                statement = statement.where(self.spelling.key_in(key_count))
+            return statement
+
+        id_shape = 0 if self.backend.arrays else id_count
+        return self.compiled(f"delete_values_many:{self._key_shape(key_count)}", id_shape, build)
+
+    def write_many(self, rows: dict[str, list[EncodedValue]]) -> Batch:
+        """The statements that write every session's ``rows``, creating missing sessions.
+
+        In chunks of :data:`BULK_ROWS` rows (and :data:`BULK_BYTES` of text): as many
+        statements for ten sessions as for a few thousand. Where one statement
+        creates sessions and keeps items in step (PostgreSQL), one per chunk; else
+        the session rows, the value rows, then the items of rewritten list and set
+        values (dropped, one statement per key, then inserted), as
+        :meth:`Operations.write_rows` does for one session.
+        """
+        spelling = self.spelling
+        pairs = [
+            (session_id, row) for session_id, session_rows in rows.items() for row in session_rows
+        ]
+        # Only value rows can be large; ids, keys and hashes are at most 255 characters.
+        sizes = [
+            len(session_id) + len(row.key) + len(row.value) + len(row.sort_key or "")
+            for session_id, row in pairs
+        ]
+        batch: Batch = []
+        if spelling.upsert_creates_session:
+            for chunk in _chunks(pairs, sizes):
+                batch.append((self.upsert_many(0), spelling.upsert_many_params(chunk)))
+            return batch
+        for ids in _chunks(list(rows)):
+            ids = _padded(ids)
+            batch.append((self.insert_sessions(len(ids)), spelling.id_params(ids)))
+        for chunk in _chunks(pairs, sizes):
+            # Repeat the smallest row: padding adds as little text as it can.
+            chunk = _padded(chunk, min(chunk, key=lambda pair: len(pair[1].value)))
+            batch.append((self.upsert_many(len(chunk)), spelling.upsert_many_params(chunk)))
+        collections = [(session_id, row) for session_id, row in pairs if row.items is not None]
+        rewritten: dict[str, list[str]] = {}
+        for session_id, row in collections:
+            rewritten.setdefault(row.key, []).append(session_id)
+        for key, key_sessions in sorted(rewritten.items()):
+            for ids in _chunks(key_sessions):
+                ids = _padded(ids)
+                batch.append((self.delete_key_items(len(ids)), spelling.key_items_params(key, ids)))
+        items = [
+            (session_id, row.key, row.value_hash, item)
+            for session_id, row in collections
+            for item in row.items or ()
+        ]
+        for item_chunk in _chunks(items):
+            item_chunk = _padded(item_chunk)
+            batch.append((self.insert_items(len(item_chunk)), spelling.item_params(item_chunk)))
+        return batch
+
+    def delete_many(self, ids: list[str], keys: list[str] | None) -> Batch:
+        """The statements that delete ``keys`` (or every key) of the sessions ``ids``."""
+        spelling = self.spelling
+        key_params = {} if keys is None else spelling.key_params(keys)
+        key_count = None if keys is None else len(keys)
+        batch: Batch = []
+        for chunk in _chunks(ids):
+            chunk = chunk if self.backend.arrays else _padded(chunk)
+            params = {**spelling.id_params(chunk), **key_params}
+            batch.append((self.delete_values_many(len(chunk), key_count), params))
+        return batch
+
     def _key_shape(self, key_count: int | None) -> int:
         if key_count is None:
             return -1
         return 0 if self.spelling.keys_as_array else key_count
+
+
+def _chunks(entries: list[T], sizes: list[int] | None = None) -> list[list[T]]:
+    """``entries`` in runs of at most :data:`BULK_ROWS`, and of :data:`BULK_BYTES` by their
+    ``sizes`` when given (a run of one entry may be larger)."""
+    chunks: list[list[T]] = []
+    ends = list(itertools.accumulate(sizes, initial=0)) if sizes is not None else None
+    start = 0
+    while start < len(entries):
+        end = min(start + BULK_ROWS, len(entries))
+        if ends is not None and ends[end] - ends[start] > BULK_BYTES:
+            # The last entry that still fits, but at least one.
+            fits = bisect.bisect_right(ends, ends[start] + BULK_BYTES, start + 1, end) - 1
+            end = max(fits, start + 1)
+        chunks.append(entries[start:end])
+        start = end
+    return chunks
+
+
+def _padded(chunk: list[T], filler: T | None = None) -> list[T]:
+    """``chunk`` padded to a power of two (under :data:`BULK_ROWS`) by repeating ``filler``
+    (else its last entry)."""
+    count = 1
+    while count < len(chunk):
+        count *= 2
+    if count == len(chunk) or len(chunk) >= BULK_ROWS:
+        return chunk
+    return chunk + [chunk[-1] if filler is None else filler] * (count - len(chunk))
 
 
 def statements_for(dialect: Dialect, tables: Tables) -> Statements:
