@@ -40,8 +40,10 @@ BULK_ROWS = 4096
 # well under MySQL/MariaDB's max_allowed_packet (16 MiB by default on MariaDB); a
 # value larger than this goes alone.
 BULK_BYTES = 4 * 1024 * 1024
-# Statements of chunks shorter than BULK_ROWS are padded to a power of two (repeating a
-# row, which writes or deletes it again): a few shapes, each compiled once, serve any count.
+# Chunks shorter than BULK_ROWS are padded to a power of two (repeating a row, which
+# writes or deletes it again): a few shapes, each compiled once, serve any count. (Where
+# the statement binds arrays there is one shape, and no padding.)
+
 T = TypeVar("T")
 
 
