@@ -120,17 +120,17 @@ class Operations(Generic[ModelT]):
         await self.ensure_tables()
         if self.statements.upsert_creates_session:
             # One statement creates the session row and writes the values.
-            async def upsert(db: Connection) -> None:
-                try:
-                    await self.write_rows(db, session_id, rows)
-                except SessionRowMissing as exc:
-                    # Deleted between the statement's insert and its foreign-key check.
-                    raise ConcurrencyError(
-                        f"session {session_id!r} was deleted during the write",
-                        session_id=session_id,
-                    ) from exc
-
-            await self.db.run(upsert, session_id=session_id)
+            try:
+                await self.db.run(
+                    lambda db: self.write_rows(db, session_id, rows), session_id=session_id
+                )
+            except SessionRowMissing as exc:
+                # The seam reports a foreign-key failure so: the session was deleted
+                # between the statement's insert and its foreign-key check.
+                raise ConcurrencyError(
+                    f"session {session_id!r} was deleted during the write",
+                    session_id=session_id,
+                ) from exc
             return
         if not self.db.in_caller_transaction and all(row.items is None for row in rows):
             # Most writes go to a session that exists: try the one statement first.
