@@ -100,6 +100,12 @@ async def test_mysql_session_ids_are_bounded_and_binary(engine: AsyncEngine) -> 
     assert await lower.get_items() == [user("lower")]
     if not is_mysql(engine):
         return
+    shapes = await session_id_columns(engine)
+    assert shapes == [(name, "varchar(255)", "utf8mb4_bin") for name in sorted(ALL_TABLES)]
+
+
+async def session_id_columns(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    """(table, column type, collation) of every ``session_id`` column, on MySQL/MariaDB."""
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
@@ -107,8 +113,7 @@ async def test_mysql_session_ids_are_bounded_and_binary(engine: AsyncEngine) -> 
                 "WHERE table_schema = DATABASE() AND column_name = 'session_id' ORDER BY 1"
             )
         )
-        shapes = [tuple(row) for row in rows]
-    assert shapes == [(name, "varchar(255)", "utf8mb4_bin") for name in sorted(ALL_TABLES)]
+        return [tuple(row) for row in rows]
 
 
 async def make_plain_sdk_database(engine: AsyncEngine) -> None:
@@ -185,14 +190,7 @@ async def test_hand_made_sessions_table(engine: AsyncEngine) -> None:
     if not is_mysql(engine):
         return
     # The tables created beside it follow its session id, or InnoDB refuses their keys.
-    async with engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT table_name, column_type, collation_name FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND column_name = 'session_id' ORDER BY 1"
-            )
-        )
-        shapes = [tuple(row) for row in rows]
+    shapes = await session_id_columns(engine)
     assert shapes == [(name, "varchar(255)", "utf8mb4_general_ci") for name in sorted(ALL_TABLES)]
 
 
