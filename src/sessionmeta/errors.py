@@ -16,6 +16,7 @@ __all__ = [
     "InvalidSessionIdError",
     "ModelDefinitionError",
     "SessionMetaError",
+    "SessionNotFoundError",
     "SessionNotInScopeError",
     "StoredValueError",
     "TableNameError",
@@ -25,7 +26,14 @@ __all__ = [
 
 
 class SessionMetaError(Exception):
-    """Base class of every error raised by sessionmeta."""
+    """Base class of every error raised by sessionmeta.
+
+    ``session_id`` and ``key`` name the one session and key concerned, where there
+    is one (``None`` otherwise): what a web framework's error handler shows.
+    """
+
+    session_id: str | None = None
+    key: str | None = None
 
 
 class ModelDefinitionError(SessionMetaError, TypeError):
@@ -56,6 +64,7 @@ class UnknownKeyError(SessionMetaError, KeyError):
         self.keys = keys
         self.model_name = model_name
         self.session_id = session_id
+        self.key = keys[0] if len(keys) == 1 else None
         where = f" (session {session_id!r})" if session_id is not None else ""
         names = ", ".join(repr(key) for key in keys)
         super().__init__(f"{model_name} declares no key {names}{where}")
@@ -91,9 +100,29 @@ class InvalidCursorError(SessionMetaError, ValueError):
 class SessionNotInScopeError(SessionMetaError, PermissionError):
     """A scoped store was asked for a session that belongs to another scope."""
 
+    def __init__(
+        self, message: str, *, session_id: str | None = None, key: str | None = None
+    ) -> None:
+        self.session_id = session_id
+        self.key = key
+        super().__init__(message)
+
+
+class SessionNotFoundError(SessionMetaError, LookupError):
+    """A write with ``create=False`` found no session to write to: the session does not
+    exist, or (through a scoped view) holds no metadata of the scope."""
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(message)
+
 
 class ConflictError(SessionMetaError):
     """A session changed between the read that produced a version and the write that expected it."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        self.session_id = session_id
+        super().__init__(message)
 
 
 class DatabaseError(SessionMetaError):

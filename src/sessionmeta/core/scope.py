@@ -48,7 +48,8 @@ class Scope:
             storage_key = self.spec.field(key).key
             if storage_key in self.values and value != self.values[storage_key]:
                 raise SessionNotInScopeError(
-                    f"key {storage_key!r}={value!r} lies outside scope {self.values!r}"
+                    f"key {storage_key!r}={value!r} lies outside scope {self.values!r}",
+                    key=storage_key,
                 )
         return {**self.values, **pairs}
 
@@ -60,8 +61,12 @@ class Scope:
         return "free" if not rows else "out"
 
     def refuse(self, session_ids: Iterable[str]) -> SessionNotInScopeError:
-        shown = ", ".join(repr(session_id) for session_id in session_ids)
-        return SessionNotInScopeError(f"session {shown} is not in scope {self.values!r}")
+        ids = list(session_ids)
+        shown = ", ".join(repr(session_id) for session_id in ids)
+        return SessionNotInScopeError(
+            f"session {shown} is not in scope {self.values!r}",
+            session_id=ids[0] if len(ids) == 1 else None,
+        )
 
     def require(self, session_id: str, rows: Sequence[Sequence[Any]]) -> ScopeState:
         """The session's state; :class:`SessionNotInScopeError` when it belongs to another."""
@@ -81,7 +86,9 @@ class Scope:
             if key in self.values and value != self.values[key]:
                 raise SessionNotInScopeError(
                     f"session {session_id!r}: writing {key!r}={value!r} "
-                    f"would move it out of scope {self.values!r}"
+                    f"would move it out of scope {self.values!r}",
+                    session_id=session_id,
+                    key=key,
                 )
 
     def check_change(self, session_id: str, key: str, action: str) -> None:
@@ -89,5 +96,7 @@ class Scope:
         if key in self.values:
             raise SessionNotInScopeError(
                 f"session {session_id!r}: {action} {key!r} would move it out "
-                f"of scope {self.values!r}"
+                f"of scope {self.values!r}",
+                session_id=session_id,
+                key=key,
             )

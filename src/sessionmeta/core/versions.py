@@ -24,6 +24,7 @@ from sessionmeta.errors import InvalidArgumentError
 __all__ = [
     "Change",
     "Versioned",
+    "check_create_argument",
     "check_version_argument",
     "collection_kind",
     "combine",
@@ -57,6 +58,14 @@ def check_version_argument(expected_version: object, session_id: str) -> None:
             f"session {session_id!r}: expected_version must be the .version string of "
             f"get_metadata_versioned(), not {expected_version!r} "
             f"({type(expected_version).__name__})"
+        )
+
+
+def check_create_argument(create: object, session_id: str) -> None:
+    """Refuse a ``create`` that is not a bool (``"no"`` would be true), before any I/O."""
+    if not isinstance(create, bool):
+        raise InvalidArgumentError(
+            f"session {session_id!r}: create must be True or False, not {create!r}"
         )
 
 

@@ -7,8 +7,8 @@ from typing import Any, Generic
 
 from sessionmeta.core.codec import encode_model
 from sessionmeta.core.spec import ModelT
-from sessionmeta.core.versions import Versioned, check_version_argument
-from sessionmeta.io.atomic import change_items, read_versioned, set_if_version
+from sessionmeta.core.versions import Versioned, check_create_argument, check_version_argument
+from sessionmeta.io.atomic import change_items, read_versioned, set_if_version, write_existing
 from sessionmeta.io.search import Searcher
 
 __all__ = ["BoundMetadata"]
@@ -25,8 +25,21 @@ class BoundMetadata(Generic[ModelT]):
     def __repr__(self) -> str:
         return f"BoundMetadata({self.ops.spec.name}, session_id={self.session_id!r})"
 
+    async def exists(self) -> bool:
+        """Whether the session exists: its row is in the sessions table.
+
+        A write of metadata creates the row, as does the Agents SDK's first message;
+        deleting the row (the SDK's ``clear_session()``) removes it and its metadata.
+        :meth:`delete_metadata` keeps it.
+        """
+        return await self.ops.exists(self.session_id)
+
     async def set_metadata(
-        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
+        self,
+        values: ModelT | Mapping[str, Any],
+        *,
+        expected_version: str | None = None,
+        create: bool = True,
     ) -> None:
         """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
 
@@ -34,15 +47,21 @@ class BoundMetadata(Generic[ModelT]):
         :class:`pydantic.ValidationError` naming every bad field, an unknown key
         :class:`~sessionmeta.UnknownKeyError`, and then nothing is written. The
         session row is created when missing; other keys are left as they are.
+        With ``create=False`` a missing session is refused instead, with
+        :class:`~sessionmeta.SessionNotFoundError`, decided in the write's own
+        transaction (a session deleted meanwhile is never re-created).
         With ``expected_version`` (from :meth:`get_metadata_versioned`) the write
         happens only if the session has not changed since: otherwise
         :class:`~sessionmeta.ConflictError`, and nothing is written.
         """
         check_version_argument(expected_version, self.session_id)
+        check_create_argument(create, self.session_id)
         spec = self.ops.spec
         rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
         if expected_version is not None:
-            await set_if_version(self.ops, self.session_id, rows, expected_version)
+            await set_if_version(self.ops, self.session_id, rows, expected_version, create=create)
+        elif not create:
+            await write_existing(self.ops, self.session_id, rows)
         elif rows:
             await self.ops.write(self.session_id, rows)
 
@@ -54,13 +73,16 @@ class BoundMetadata(Generic[ModelT]):
         resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
         return await read_versioned(self.ops, self.session_id, resolved)
 
-    async def add_to(self, key: str, *items: Any) -> None:
+    async def add_to(self, key: str, *items: Any, create: bool = True) -> None:
         """Add ``items`` to the list or set field ``key`` atomically: concurrent adds all land.
 
         A list gains the items at its end, a set their union; a missing value
         counts as empty. Items are validated as the field's type before any I/O.
+        A missing session is created, or with ``create=False`` refused with
+        :class:`~sessionmeta.SessionNotFoundError`, as :meth:`set_metadata` does.
         """
-        await change_items(self.ops, self.session_id, key, items, "add")
+        check_create_argument(create, self.session_id)
+        await change_items(self.ops, self.session_id, key, items, "add", create=create)
 
     async def remove_from(self, key: str, *items: Any) -> None:
         """Remove ``items`` from the list or set field ``key`` atomically.

@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import MetaData, event, inspect
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,9 +50,9 @@ from sessionmeta.io.drivers import Driver, lean_driver
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.sql.dialects import Backend, ErrorKind, backend_for
 from sessionmeta.sql.schema import ColumnName, adapt_to_parents, referenced_columns
-from sessionmeta.sql.statements import CompiledStatement
+from sessionmeta.sql.statements import Batch, CompiledStatement
 
-__all__ = ["Connection", "Database", "SessionRowMissing", "adapt_to_database"]
+__all__ = ["Connection", "Database", "SessionRowMissing", "adapt_to_database", "shown_url"]
 
 logger = logging.getLogger("sessionmeta")
 
@@ -90,6 +92,9 @@ class Connection(Protocol):
 
     async def execute(self, statement: CompiledStatement, params: Mapping[str, Any]) -> int: ...
 
+    async def execute_all(self, batch: Batch) -> None:
+        """Run ``batch``'s statements in order (in one trip where the driver can)."""
+
 
 Work = Callable[[Connection], Awaitable[T]]
 
@@ -105,6 +110,9 @@ class _Lean:
 
     async def execute(self, statement: CompiledStatement, params: Mapping[str, Any]) -> int:
         return await self.driver.execute(statement, statement.args(params))
+
+    async def execute_all(self, batch: Batch) -> None:
+        await self.driver.execute_all([(statement, statement.args(p)) for statement, p in batch])
 
 
 class _Through:
@@ -126,6 +134,10 @@ class _Through:
             statement.sql, _driver_args(statement, params)
         )
         return int(result.rowcount)
+
+    async def execute_all(self, batch: Batch) -> None:
+        for statement, params in batch:
+            await self.execute(statement, params)
 
 
 def _driver_args(statement: CompiledStatement, params: Mapping[str, Any]) -> Any:
@@ -184,8 +196,7 @@ class Database:
 
     def __repr__(self) -> str:
         where = "caller's connection" if self.connection is not None else "pool"
-        url = self.engine.url.render_as_string(hide_password=True)
-        return f"Database({url!r}, {where})"
+        return f"Database({shown_url(self.engine.url)!r}, {where})"
 
     @property
     def in_caller_transaction(self) -> bool:
@@ -393,7 +404,7 @@ class Database:
             await connection.close()
 
     async def _connect(self, checkout: Callable[[], Awaitable[T]], session_id: str | None) -> T:
-        url = self.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self.engine.url)
         try:
             # Some drivers bound only the TCP connect: a server that accepts and then says
             # nothing would hang the handshake without this bound.
@@ -516,6 +527,27 @@ class Database:
             if not self.is_driver_error(exc):
                 raise
             raise DatabaseError(f"cannot create the tables: {describe(exc)}") from exc
+
+
+# Query parameters whose values are secrets (libpq's sslpassword, a password given
+# as a parameter): shown masked, as the URL's own password is.
+_SECRET_PARAMETERS = ("pass", "pwd", "secret", "token")
+
+
+def shown_url(url: str | URL) -> str:
+    """A database URL fit for a repr, a log or a message: its password and secret-looking
+    query parameters masked as ``***``."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        # Not a URL SQLAlchemy reads: mask whatever stands between "user:" and "@".
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", str(url))
+    secret = [
+        name for name in parsed.query if any(part in name.lower() for part in _SECRET_PARAMETERS)
+    ]
+    if secret:
+        parsed = parsed.update_query_dict(dict.fromkeys(secret, "***"))
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def adapt_to_database(connection: SyncConnection, metadata: MetaData) -> MetaData:

@@ -106,6 +106,13 @@ class Operations(Generic[ModelT]):
         found = await self.db.fetch(statement, params, session_id=session_id)
         return [(key, value) for key, value in found]
 
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session has its row in the sessions table."""
+        await self.ensure_tables()
+        statement = self.statements.session_exists()
+        found = await self.db.fetch(statement, {"session_id": session_id}, session_id=session_id)
+        return bool(found)
+
     async def session_rows(self, session_id: str) -> list[Row]:
         """Every stored row of one session with its hash, in one statement (one snapshot)."""
         await self.ensure_tables()
@@ -143,8 +150,8 @@ class Operations(Generic[ModelT]):
                 pass
 
         async def create_and_write(db: Connection) -> None:
-            await self.insert_session(db, session_id)
-            await self.write_rows(db, session_id, rows)
+            create = (self.statements.insert_session(), {"session_id": session_id})
+            await db.execute_all([create, *self.write_batch(session_id, rows)])
 
         await self.db.run(create_and_write, session_id=session_id, transaction=True)
 
@@ -160,7 +167,7 @@ class Operations(Generic[ModelT]):
             return
         await self.ensure_tables()
         try:
-            await self.db.run(lambda db: _run_batch(db, batch), transaction=len(batch) > 1)
+            await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
         except SessionRowMissing as exc:
             # PostgreSQL: a session was deleted between the statement's insert and its
             # foreign-key check.
@@ -174,7 +181,7 @@ class Operations(Generic[ModelT]):
         if not batch:
             return
         await self.ensure_tables()
-        await self.db.run(lambda db: _run_batch(db, batch), transaction=len(batch) > 1)
+        await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
 
     async def delete(self, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` of one session, or every key."""
@@ -257,26 +264,28 @@ class Operations(Generic[ModelT]):
         keeps the items table in step; elsewhere the items of rewritten lists follow,
         so callers run it in a transaction when a row holds a list.
         """
+        await db.execute_all(self.write_batch(session_id, rows))
+
+    def write_batch(self, session_id: str, rows: list[EncodedValue]) -> Batch:
+        """The statements of :meth:`write_rows`: the upsert, then (but on PostgreSQL,
+        whose upsert does it) the items of rewritten list and set values."""
         if not rows:
-            return
+            return []
         statements = self.statements
         upsert = statements.upsert(len(rows))
-        await db.execute(upsert, statements.spelling.upsert_params(session_id, rows))
-        if statements.upsert_creates_session:
-            return
-        collections = [row for row in rows if row.items is not None]
-        if collections:
-            await self.write_items(db, session_id, collections)
+        batch: Batch = [(upsert, statements.spelling.upsert_params(session_id, rows))]
+        if not statements.upsert_creates_session:
+            collections = [row for row in rows if row.items is not None]
+            if collections:
+                batch.extend(self.items_batch(session_id, collections))
+        return batch
 
-    async def write_items(
-        self, db: Connection, session_id: str, collections: list[EncodedValue]
-    ) -> None:
+    def items_batch(self, session_id: str, collections: list[EncodedValue]) -> Batch:
         """Replace the elements of rewritten list and set values: they serve ``contains``."""
         statements = self.statements
-        delete_items = statements.delete_items(len(collections))
         params: dict[str, Any] = {"session_id": session_id}
         params.update({f"key{index}": row.key for index, row in enumerate(collections)})
-        await db.execute(delete_items, params)
+        batch: Batch = [(statements.delete_items(len(collections)), params)]
         items = [
             (session_id, row.key, row.value_hash, item)
             for row in collections
@@ -285,9 +294,5 @@ class Operations(Generic[ModelT]):
         for start in range(0, len(items), ITEMS_PER_STATEMENT):
             chunk = items[start : start + ITEMS_PER_STATEMENT]
             insert_items = statements.insert_items(len(chunk))
-            await db.execute(insert_items, statements.spelling.item_params(chunk))
-
-
-async def _run_batch(db: Connection, batch: Batch) -> None:
-    for statement, params in batch:
-        await db.execute(statement, params)
+            batch.append((insert_items, statements.spelling.item_params(chunk)))
+        return batch

@@ -7,7 +7,8 @@ statement that read them; writes, deletes and add/remove check the rows they
 locked. A session with no metadata at all is free: writing to it through the
 view claims it by storing the scope's values with the write, in that same
 transaction, so of two tenants writing the same new id one wins and the other
-is refused.
+is refused. With ``create=False`` a write claims nothing: a session exists for
+the view only when it is in the scope.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.scope import Scope
 from sessionmeta.core.spec import HasSessionId, ModelT, check_session_id
-from sessionmeta.core.versions import Versioned, check_version_argument
+from sessionmeta.core.versions import Versioned, check_create_argument, check_version_argument
 from sessionmeta.errors import SessionNotInScopeError
 from sessionmeta.io.atomic import (
     change_items,
@@ -54,6 +55,11 @@ class ScopedStore(Generic[ModelT]):
     def bind(self, session: str | HasSessionId) -> ScopedBoundMetadata[ModelT]:
         """The metadata of one session of this scope; other tenants' sessions are refused."""
         return ScopedBoundMetadata(self, check_session_id(session))
+
+    async def exists(self, session: str | HasSessionId) -> bool:
+        """Whether the session exists in this scope: ``False`` for a missing session, one
+        of another scope, and one with no metadata (which a write would claim)."""
+        return await self.bind(session).exists()
 
     async def find_sessions(
         self,
@@ -113,15 +119,29 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
     def __repr__(self) -> str:
         return f"ScopedBoundMetadata({self.view!r}, session_id={self.session_id!r})"
 
+    async def exists(self) -> bool:
+        """Whether the session is in the scope (one statement): ``False`` when it is
+        missing, another scope's, or holds no metadata yet."""
+        return self.scope.state(await self.ops.session_rows(self.session_id)) == "in"
+
     async def set_metadata(
-        self, values: ModelT | Mapping[str, Any], *, expected_version: str | None = None
+        self,
+        values: ModelT | Mapping[str, Any],
+        *,
+        expected_version: str | None = None,
+        create: bool = True,
     ) -> None:
         """Write ``values``; a session with no metadata yet is claimed for the scope.
 
-        With ``expected_version`` the write is conditional as in
+        With ``create=False`` only a session in the scope is written: a missing
+        session, or one with no metadata, raises
+        :class:`~sessionmeta.SessionNotFoundError` (another scope's
+        :class:`~sessionmeta.SessionNotInScopeError`), decided in the write's own
+        transaction. With ``expected_version`` the write is conditional as in
         :meth:`BoundMetadata.set_metadata`.
         """
         check_version_argument(expected_version, self.session_id)
+        check_create_argument(create, self.session_id)
         spec = self.ops.spec
         validated = spec.validate_values(values, session_id=self.session_id)
         self.scope.check_write(
@@ -133,18 +153,22 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
         )
         rows = encode_model(spec, validated)
         if expected_version is not None:
-            await set_if_version(self.ops, self.session_id, rows, expected_version, self.scope)
+            await set_if_version(
+                self.ops, self.session_id, rows, expected_version, self.scope, create=create
+            )
         else:
-            await write_in_scope(self.ops, self.session_id, rows, self.scope)
+            await write_in_scope(self.ops, self.session_id, rows, self.scope, create=create)
 
     async def get_metadata_versioned(self, keys: Iterable[str] | None = None) -> Versioned[ModelT]:
         """:meth:`BoundMetadata.get_metadata_versioned`, if the session is in scope."""
         resolved = self.ops.spec.resolve_keys(keys, session_id=self.session_id)
         return await read_versioned(self.ops, self.session_id, resolved, self.scope)
 
-    async def add_to(self, key: str, *items: Any) -> None:
-        """:meth:`BoundMetadata.add_to` on an in-scope (or newly claimed) session."""
-        await change_items(self.ops, self.session_id, key, items, "add", self.scope)
+    async def add_to(self, key: str, *items: Any, create: bool = True) -> None:
+        """:meth:`BoundMetadata.add_to` on an in-scope (or newly claimed) session; with
+        ``create=False`` on an in-scope session only, as :meth:`set_metadata`."""
+        check_create_argument(create, self.session_id)
+        await change_items(self.ops, self.session_id, key, items, "add", self.scope, create=create)
 
     async def remove_from(self, key: str, *items: Any) -> None:
         """:meth:`BoundMetadata.remove_from` on an in-scope session."""
@@ -166,7 +190,9 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
             if kept:
                 raise SessionNotInScopeError(
                     f"session {self.session_id!r}: deleting {kept} would take it out of scope "
-                    f"{self.scope.values!r}; delete every key instead"
+                    f"{self.scope.values!r}; delete every key instead",
+                    session_id=self.session_id,
+                    key=kept[0] if len(kept) == 1 else None,
                 )
             if not resolved:
                 return

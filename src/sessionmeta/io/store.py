@@ -15,7 +15,7 @@ from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
 from sessionmeta.errors import DatabaseError, InvalidArgumentError
 from sessionmeta.io.bound import BoundMetadata
-from sessionmeta.io.database import Database
+from sessionmeta.io.database import Database, shown_url
 from sessionmeta.io.operations import OnInvalid, Operations
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.io.scoped import ScopedStore
@@ -121,7 +121,7 @@ class MetadataStore(Generic[ModelT]):
             engine = create_async_engine(url, **dict(engine_kwargs or {}))
         except Exception as exc:
             # Bad URLs, unknown dialects and missing drivers all surface here.
-            raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+            raise DatabaseError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
         store = cls(
             model,
             engine,
@@ -137,7 +137,7 @@ class MetadataStore(Generic[ModelT]):
         return store
 
     def __repr__(self) -> str:
-        url = self.engine.url.render_as_string(hide_password=True)
+        url = shown_url(self.engine.url)
         where = ", in the caller's transaction" if self.ops.db.in_caller_transaction else ""
         return f"MetadataStore({self.spec.name}, {url!r}, table={self.tables.values.name!r}{where})"
 
@@ -197,6 +197,11 @@ class MetadataStore(Generic[ModelT]):
     def bind(self, session: str | HasSessionId) -> BoundMetadata[ModelT]:
         """The metadata of one session, given its id or an object with ``session_id``."""
         return BoundMetadata(self.search, check_session_id(session))
+
+    async def exists(self, session: str | HasSessionId) -> bool:
+        """Whether the session exists (its row is in the sessions table); see
+        :meth:`BoundMetadata.exists`."""
+        return await self.bind(session).exists()
 
     async def find_sessions_by_metadata(
         self, key: str, value: Any, *, limit: int = 100

@@ -206,6 +206,17 @@ class Statements:
             .values(updated_at=func.current_timestamp()),
         )
 
+    def session_exists(self) -> CompiledStatement:
+        """The session's row in the sessions table, if it has one (its primary key)."""
+        sessions = self.tables.sessions
+        return self.compiled(
+            "session_exists",
+            0,
+            lambda: select(sessions.c.session_id).where(
+                sessions.c.session_id == bindparam("session_id")
+            ),
+        )
+
     def lock_session(self) -> CompiledStatement:
         """Lock the session row: every locked transaction on the session queues here.
 
