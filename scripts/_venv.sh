@@ -1,7 +1,7 @@
 # Sourced by the scripts: make .venv with the project and its extras, once and when pyproject.toml changes.
 # SESSIONMETA_EXTRAS picks the extras (default: all development extras).
 set -euo pipefail
-extras="${SESSIONMETA_EXTRAS:-dev,postgres,psycopg,mysql,agents}"
+extras="${SESSIONMETA_EXTRAS:-dev,postgres,psycopg,mysql,agents,fastapi}"
 venv="${SESSIONMETA_VENV:-.venv}"
 python="${PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then

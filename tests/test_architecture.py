@@ -23,6 +23,8 @@ FORBIDDEN = {
         "sessionmeta.io",
         "sessionmeta.agents",
         "sessionmeta.cli",
+        "sessionmeta.fastapi",
+        "fastapi",
         "sqlalchemy",
         "asyncpg",
         "aiosqlite",
@@ -32,11 +34,13 @@ FORBIDDEN = {
         "sessionmeta.io",
         "sessionmeta.agents",
         "sessionmeta.cli",
+        "sessionmeta.fastapi",
+        "fastapi",
         "asyncpg",
         "aiosqlite",
         "aiomysql",
     ),
-    "sessionmeta.io": ("sessionmeta.agents", "sessionmeta.cli"),
+    "sessionmeta.io": ("sessionmeta.agents", "sessionmeta.cli", "sessionmeta.fastapi", "fastapi"),
     "sessionmeta.errors": ("sessionmeta.",),
 }
 THE_SEAM = {"sessionmeta.io.database", "sessionmeta.io.drivers"}
