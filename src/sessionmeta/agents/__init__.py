@@ -39,6 +39,7 @@ from sessionmeta.core.plan import MAX_LIMIT
 from sessionmeta.core.spec import SessionMeta, UntypedMeta, check_session_id
 from sessionmeta.errors import DatabaseError
 from sessionmeta.io.bound import BoundMetadata
+from sessionmeta.io.database import shown_url
 from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.store import MetadataStore
 
@@ -157,7 +158,7 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
         try:
             engine = create_async_engine(url, **(engine_kwargs or {}))
         except Exception as exc:
-            raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+            raise DatabaseError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
         return cls(
             session_id,
             engine=engine,
@@ -165,6 +166,11 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
             session_settings=session_settings,
             **kwargs,
         )
+
+    def __repr__(self) -> str:
+        model = None if self._sessionmeta_untyped else self._sessionmeta_store.spec.name
+        url = shown_url(self.engine.url)
+        return f"{type(self).__name__}({self.session_id!r}, metadata_model={model}, url={url!r})"
 
     @property
     def metadata_store(self) -> MetadataStore[MetaT]:
