@@ -105,3 +105,31 @@ async def test_statement_count_does_not_grow_with_keys(one_connection_engine: As
     # On MySQL the pool's rollback on return ends the read's snapshot.
     expected = 2 if one_connection_engine.dialect.name == "mysql" else 1
     assert len(statements) == expected
+
+
+# A write of ten keys, two of them a list and a set, to a session that exists: the
+# statements each backend runs. PostgreSQL keeps the items table in step inside the
+# upsert; SQLite and MySQL upsert the values, drop the rewritten lists' old elements
+# and insert their new ones, in one transaction.
+WRITE_STATEMENTS = {
+    "postgresql": ["WITH"],
+    "sqlite": ["BEGIN", "INSERT", "DELETE", "INSERT", "COMMIT"],
+    "mysql": ["?"] * 5,
+}
+
+
+async def test_a_write_with_lists_takes_the_fewest_statements(
+    one_connection_engine: AsyncEngine,
+) -> None:
+    store = MetadataStore(AllTypes, one_connection_engine, create_tables=True)
+    await store.bind("existing").set_metadata({"text": "warm"})
+    recorded = await statement_counter(one_connection_engine)
+    await store.bind("existing").set_metadata(TEN)
+    statements = await recorded()
+    verbs = [
+        statement if statement == "?" else statement.split()[0].upper()
+        for statement in statements
+    ]
+    assert verbs == WRITE_STATEMENTS[one_connection_engine.dialect.name], statements
+    read = await store.bind("existing").get_metadata()
+    assert (read.words, read.numbers) == (["a"], {1})

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError, from_json, to_jsonable_python
 
-from sessionmeta.core.spec import ModelSpec, ModelT
+from sessionmeta.core.spec import FieldSpec, ModelSpec, ModelT
 from sessionmeta.errors import StoredValueError
 
 __all__ = [
@@ -119,6 +119,8 @@ def equality_form(value: Any) -> str:
 
 def _number_identity(number: float | Decimal) -> str:
     # "#" never starts JSON text, so a number's identity cannot equal a value's text.
+    if type(number) is int:
+        return _int_identity(number)
     if isinstance(number, Decimal):
         decimal = number
         if not decimal.is_finite():
@@ -130,6 +132,14 @@ def _number_identity(number: float | Decimal) -> str:
     sign, digits, _ = decimal.as_tuple()
     mantissa = "".join(map(str, digits)).rstrip("0")
     return f"#{'-' if sign else ''}{mantissa}e{decimal.adjusted()}"
+
+
+def _int_identity(number: int) -> str:
+    """:func:`_number_identity` of an int, without building a Decimal (the common case)."""
+    if number == 0:
+        return "#0"
+    digits = str(abs(number))
+    return f"#{'-' if number < 0 else ''}{digits.rstrip('0')}e{len(digits) - 1}"
 
 
 def _digest(data: bytes) -> str:
@@ -310,11 +320,102 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
     stored exactly, before anything is written.
     """
     names = validated.model_fields_set
-    encoded: list[EncodedValue] = []
-    errors: list[InitErrorDetails] = []
     try:
         json_values = _to_json_values(validated, names)
     except ValueError:
+        json_values = None
+    if json_values is not None:
+        encoded = _encoded_at_once(spec, validated, names, json_values)
+        if encoded is not None:
+            return encoded
+    return _encoded_one_by_one(spec, validated, names, json_values)
+
+
+# Types whose ``==`` is exact (no -0.0, no Decimal digits, no offsets): a value read
+# back equal and of the same type is identical.
+_EXACT_TYPES = (str, int, bool, type(None))
+
+
+def _encoded_at_once(
+    spec: ModelSpec[ModelT], validated: ModelT, names: set[str], json_values: dict[str, Any]
+) -> list[EncodedValue] | None:
+    """The rows, read back as one document as a read does; ``None`` when any value
+    needs a closer look (:func:`_encoded_one_by_one` says which and why)."""
+    extra = validated.__pydantic_extra__ or {}
+    declared = validated.__dict__
+    entries: list[tuple[FieldSpec, Any, str]] = []
+    try:
+        for name in names:
+            field = spec.field(name)
+            value = extra[name] if name in extra else declared[name]
+            if isinstance(value, (set, frozenset)):
+                return None
+            text = json_text(json_values[field.key])
+            text.encode("utf-8")
+            entries.append((field, value, text))
+        entries.sort(key=lambda entry: entry[0].key)
+        read_back = spec.model.model_validate_json(
+            object_text((field.key, text) for field, _, text in entries)
+        )
+    except (ValueError, KeyError):
+        return None
+    read_extra = read_back.__pydantic_extra__ or {}
+    read_declared = read_back.__dict__
+    encoded: list[EncodedValue] = []
+    for field, value, text in entries:
+        name = field.name
+        read = read_extra[name] if name in read_extra else read_declared.get(name)
+        if type(read) is not type(value):
+            return None
+        if isinstance(value, _EXACT_TYPES):
+            if read != value:
+                return None
+        elif difference(read, value) is not None:
+            return None
+        encoded.append(_row(field, text, value))
+    return encoded
+
+
+def _row(field: FieldSpec, text: str, value: Any) -> EncodedValue:
+    """The row of a value whose JSON text is ``text``: what :func:`equality_hash`,
+    :func:`sort_key` and :func:`item_hashes` give, by the shortest path for common types."""
+    kind = type(value)
+    if field.kind == "collection":
+        if kind is list and all(type(item) is str for item in value):
+            # A list of strings' equality form is its JSON text.
+            items = tuple(sorted({value_hash(json_text(item)) for item in value}))
+            return EncodedValue(field.key, text, value_hash(text), None, items)
+        items = item_hashes(value)
+        return EncodedValue(field.key, text, equality_hash(value), sort_key(value), items)
+    if kind is str:
+        # A string's equality form is its JSON text (see equality_form).
+        ordered = value[:SORT_KEY_LENGTH].replace("\x00", "\x01")
+        return EncodedValue(field.key, text, value_hash(text), ordered)
+    if kind is int:
+        return EncodedValue(field.key, text, value_hash(_int_identity(value)), _int_sort_key(value))
+    if kind is float:
+        number = Decimal(repr(value))
+        return EncodedValue(
+            field.key, text, value_hash(_number_identity(number)), _number_sort_key(number)
+        )
+    if kind is dt.datetime and value.utcoffset() is not None:
+        instant = _datetime_sort_key(value)
+        return EncodedValue(field.key, text, value_hash("@" + instant), instant)
+    if kind is bool or value is None:
+        return EncodedValue(field.key, text, value_hash(text), sort_key(value))
+    return EncodedValue(field.key, text, equality_hash(value), sort_key(value))
+
+
+def _encoded_one_by_one(
+    spec: ModelSpec[ModelT],
+    validated: ModelT,
+    names: set[str],
+    json_values: dict[str, Any] | None,
+) -> list[EncodedValue]:
+    """The rows, each value read back alone, naming every value that cannot be stored."""
+    encoded: list[EncodedValue] = []
+    errors: list[InitErrorDetails] = []
+    if json_values is None:
         # Too deeply nested to serialize: find which values, one at a time.
         json_values = {}
         for name in names:

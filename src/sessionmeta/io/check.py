@@ -340,7 +340,7 @@ async def _rehash_row(
     async def fix(db: Connection) -> int:
         changed = await db.execute(ops.statements.rehash(), params)
         if changed and row.items is not None:
-            await ops.write_items(db, session_id, [row])
+            await db.execute_all(ops.items_batch(session_id, [row]))
         return changed
 
     return await ops.db.run(fix, session_id=session_id, transaction=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sessionmeta.sql.statements import CompiledStatement
 
 __all__ = ["Driver", "lean_driver"]
+
+T = TypeVar("T")
 
 
 class Driver:
@@ -35,6 +37,11 @@ class Driver:
 
     async def execute(self, statement: CompiledStatement, args: Any) -> int:
         raise NotImplementedError
+
+    async def execute_all(self, batch: Sequence[tuple[CompiledStatement, Any]]) -> None:
+        """Run statements in order; a driver that can sends them together."""
+        for statement, args in batch:
+            await self.execute(statement, args)
 
     async def begin(self, statement: str | None) -> None:
         raise NotImplementedError
@@ -106,26 +113,58 @@ class _Asyncpg(Driver):
 
 
 class _Aiosqlite(Driver):
+    """Each call to aiosqlite is a trip to its connection's thread and back, which costs
+    more than a small statement: ``BEGIN`` waits for the first statement, and a batch
+    runs in one trip (through aiosqlite's ``_execute``, which its own methods use)."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        self._begin: str | None = None
+
     @classmethod
     def error_classes(cls) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error, OSError)
 
     async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
-        rows = await self.connection.execute_fetchall(statement.sql, args)
+        rows = await self._on_thread(lambda db: db.execute(statement.sql, args).fetchall())
         return list(rows)
 
     async def execute(self, statement: CompiledStatement, args: Any) -> int:
-        cursor = await self.connection.execute(statement.sql, args)
-        count: int = cursor.rowcount
+        count: int = await self._on_thread(lambda db: db.execute(statement.sql, args).rowcount)
         return count
 
+    async def execute_all(self, batch: Sequence[tuple[CompiledStatement, Any]]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            for statement, args in batch:
+                db.execute(statement.sql, args)
+
+        await self._on_thread(run)
+
+    async def _on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on aiosqlite's thread, after the pending ``BEGIN``, in one trip."""
+        begin, self._begin = self._begin, None
+
+        def run() -> T:
+            db: sqlite3.Connection = self.connection._conn
+            if begin is not None:
+                db.execute(begin)
+            return work(db)
+
+        result: T = await self.connection._execute(run)
+        return result
+
     async def begin(self, statement: str | None) -> None:
-        await self.connection.execute(statement or "BEGIN")
+        self._begin = statement or "BEGIN"
 
     async def commit(self) -> None:
+        if self._begin is not None:
+            # Nothing ran: there is no transaction to commit.
+            self._begin = None
+            return
         await self.connection.commit()
 
     async def rollback(self) -> None:
+        self._begin = None
         if self.connection.in_transaction:
             await self.connection.rollback()
 
@@ -210,4 +249,15 @@ _DRIVERS: dict[str, type[Driver]] = {
 
 def lean_driver(driver_name: str) -> type[Driver] | None:
     """The lean wrapper of the named driver, or ``None``: run through SQLAlchemy then."""
+    if driver_name == "aiosqlite" and not _aiosqlite_runs_functions():
+        return None
     return _DRIVERS.get(driver_name)
+
+
+def _aiosqlite_runs_functions() -> bool:
+    """Whether this aiosqlite has what the lean wrapper uses (every release since 0.17)."""
+    try:
+        from aiosqlite import Connection
+    except ImportError:
+        return False
+    return hasattr(Connection, "_execute") and hasattr(Connection, "_conn")

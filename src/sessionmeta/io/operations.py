@@ -139,11 +139,14 @@ class Operations(Generic[ModelT]):
                     session_id=session_id,
                 ) from exc
             return
-        if not self.db.in_caller_transaction and all(row.items is None for row in rows):
-            # Most writes go to a session that exists: try the one statement first.
+        if not self.db.in_caller_transaction:
+            # Most writes go to a session that exists: try without creating it first
+            # (one statement, or a transaction when lists' elements follow).
             try:
                 await self.db.run(
-                    lambda db: self.write_rows(db, session_id, rows), session_id=session_id
+                    lambda db: self.write_rows(db, session_id, rows),
+                    session_id=session_id,
+                    transaction=any(row.items is not None for row in rows),
                 )
                 return
             except SessionRowMissing:
