@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import pty
+import re
 import shutil
 import socket
 import sys
@@ -18,6 +20,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import MetadataStore, SessionMeta
+from sessionmeta.cli.output import ProgressLog
 
 from .models import ChatMeta
 from .test_store import session_rows, stored_rows
@@ -265,8 +268,11 @@ async def test_check_reports_and_fails_on_values_that_would_not_read(
     assert any(
         line.split()[:3] == ["s2", "priority", '"urgent"'] for line in table.out.splitlines()
     )
-    # Not on a terminal: no progress bar, nothing on stderr.
-    assert table.err == ""
+    # Not on a terminal: no bar redrawn in place, but whole lines, the first before
+    # the scan and the last at its end.
+    assert table.err.splitlines() == ["checking 8 rows", "checked 8/8 rows (100%)"]
+    quiet = await run("check", "--no-progress", url=url)
+    assert (quiet.code, quiet.err) == (1, "")
     # The row is reported, never repaired.
     assert (await stored_rows(engine, "s2"))["priority"] == '"urgent"'
 
@@ -294,6 +300,23 @@ async def test_check_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert "checking [" in drawn
     assert "23/23 rows" in drawn
     assert "checking" not in out.decode()
+
+
+def test_progress_lines_come_at_most_once_per_interval() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    log = ProgressLog(100_000, stream, every=5.0, clock=lambda: now[0])
+    # A batch of 1,000 rows every 1/8 s: 12.5 s for the whole scan.
+    for done in range(1_000, 100_001, 1_000):
+        now[0] += 0.125
+        log(done)
+    log.close()
+    assert stream.getvalue().splitlines() == [
+        "checking 100,000 rows",
+        "checked 40,000/100,000 rows (40%)",
+        "checked 80,000/100,000 rows (80%)",
+        "checked 100,000/100,000 rows (100%)",
+    ]
 
 
 async def test_demo_writes_sample_sessions_that_show_and_check(url: str) -> None:
@@ -438,17 +461,51 @@ async def test_schema_is_the_models_json_schema() -> None:
     assert result.json() == ChatMeta.model_json_schema(by_alias=True)
 
 
-COMMANDS = ("init", "show", "set", "delete", "find", "check", "ddl", "schema", "demo")
+DATABASE = {"--url", "--connect-timeout", "--sessions-table", "--metadata-table", "--json"}
+# Each command's help lists the options it reads, and no other.
+COMMANDS = {
+    "init": DATABASE,
+    "show": DATABASE | {"--model"},
+    "set": DATABASE | {"--model"},
+    "delete": DATABASE | {"--model"},
+    "find": DATABASE | {"--model", "--limit", "--cursor"},
+    "list": DATABASE | {"--model", "--columns", "--where", "--order-by", "--limit", "--cursor"},
+    "check": DATABASE | {"--model", "--strict", "--batch-size", "--max-examples", "--no-progress"},
+    "rehash": DATABASE | {"--model", "--batch-size"},
+    "ddl": {
+        "--sessions-table",
+        "--metadata-table",
+        "--dialect",
+        "--if-not-exists",
+        "--only-metadata",
+    },
+    "schema": {"--model"},
+    "demo": DATABASE,
+}
 
 
-async def test_every_command_has_help() -> None:
+def options_in(help_text: str) -> set[str]:
+    """The long options a help text lists in its option sections (not in the usage line)."""
+    listed = help_text.split("\n\n", 2)[-1]
+    return set(re.findall(r"^  (?:-\w, )?(--[a-z-]+)", listed, re.MULTILINE)) - {"--help"}
+
+
+async def test_every_command_has_help_listing_only_its_options() -> None:
     top = await run("--help")
     assert top.code == 0
-    results = await asyncio.gather(*(run(name, "--help") for name in COMMANDS))
-    for name, result in zip(COMMANDS, results, strict=True):
-        assert name in top.out
+    names = list(COMMANDS)
+    results = await asyncio.gather(*(run(name, "--help") for name in names))
+    for name, result in zip(names, results, strict=True):
+        assert re.search(rf"^    {name} ", top.out, re.MULTILINE), name
         assert result.code == 0, result
         assert f"usage: sessionmeta {name}" in result.out
+        assert options_in(result.out) == COMMANDS[name], name
+        usage = result.out.split("\n\n", 1)[0]
+        assert set(re.findall(r"--[a-z-]+", usage)) - {"--help"} <= COMMANDS[name], name
+    # Before the command, the shared options are still taken, as they always were.
+    ddl = await run("--json", "--url", "sqlite:///x", "ddl", "--dialect", "sqlite")
+    assert ddl.code == 0, ddl
+    assert_refused(await run("ddl", "--dialect", "sqlite", "--url", "sqlite:///x"), "--url")
 
 
 async def test_python_dash_m_and_the_console_script_agree() -> None:

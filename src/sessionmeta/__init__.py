@@ -112,18 +112,21 @@ _MODULES = {
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sessionmeta' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    # Cached, so each name is looked up once.
-    globals()[name] = value
-    return value
+# Hidden from type checkers, which see the imports above instead: a visible module
+# __getattr__ would make every misspelt name type-check as Any.
+if not TYPE_CHECKING:
 
+    def __getattr__(name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'sessionmeta' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        # Cached, so each name is looked up once.
+        globals()[name] = value
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_WHERE})
 
 
 __all__ = [

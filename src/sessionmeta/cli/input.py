@@ -6,8 +6,10 @@ is refused with nothing written. No I/O except importing the user's model.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
+import os
 import re
 import sys
 import typing
@@ -23,17 +25,16 @@ from sessionmeta.errors import SessionMetaError, UnsupportedDialectError
 from sessionmeta.sql.dialects import BACKENDS, backend_named
 
 __all__ = [
-    "DEFAULT_URL",
     "UsageError",
     "describe_validation_error",
     "load_model",
+    "model_path",
     "parse_assignments",
     "parse_clause",
     "parse_url",
+    "require_model",
     "value_from_text",
 ]
-
-DEFAULT_URL = "sqlite+aiosqlite:///sessionmeta.sqlite3"
 
 
 class UsageError(SessionMetaError):
@@ -104,6 +105,20 @@ def load_model(path: str) -> type[SessionMeta]:
     except SessionMetaError as exc:
         raise UsageError(f"model {path!r} cannot be stored: {exc}") from None
     return found
+
+
+def model_path(args: argparse.Namespace) -> str | None:
+    """The model the command was given: ``--model``, else ``$SESSIONMETA_MODEL``, else none."""
+    path: str | None = args.model or os.environ.get("SESSIONMETA_MODEL") or None
+    return path
+
+
+def require_model(args: argparse.Namespace) -> type[SessionMeta]:
+    """The model the command was given, imported and checked; :class:`UsageError` if none."""
+    path = model_path(args)
+    if path is None:
+        raise UsageError("no model: give --model package.module:ClassName or set SESSIONMETA_MODEL")
+    return load_model(path)
 
 
 def _validates(field: FieldSpec, value: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from sessionmeta.core.spec import ModelSpec
@@ -13,6 +13,8 @@ from sessionmeta.io.check import CheckReport, validate_session_rows
 
 __all__ = [
     "ProgressBar",
+    "ProgressLog",
+    "cell_text",
     "json_or_text",
     "print_check_report",
     "print_json",
@@ -83,6 +85,58 @@ class ProgressBar:
     def close(self) -> None:
         self.stream.write("\r\033[K")
         self.stream.flush()
+
+
+class ProgressLog:
+    """Rows read out of a total, as whole lines for a stream that is not a terminal.
+
+    A line when the scan starts, then at most one every ``every`` seconds, and one
+    when the total is reached: a CI log shows the scan is alive without a line per batch.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        stream: TextIO,
+        every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.stream = stream
+        self.every = every
+        self.clock = clock
+        self._written_at = clock()
+        self._finished = False
+        self._write(f"checking {total:,} rows")
+
+    def __call__(self, done: int) -> None:
+        now = self.clock()
+        finished = done >= self.total
+        if (finished and self._finished) or (not finished and now - self._written_at < self.every):
+            return
+        self._written_at = now
+        self._finished = finished
+        percent = 100 if finished else 100 * done // self.total
+        self._write(f"checked {done:,}/{self.total:,} rows ({percent}%)")
+
+    def close(self) -> None:
+        """Nothing to erase: every line stays in the log."""
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def cell_text(value: Any) -> str:
+    """A JSON value as a table shows it to people: text bare, lists of text joined by
+    commas, nothing for null, anything else as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def json_or_text(text: str) -> Any:

@@ -13,6 +13,7 @@ from pydantic_core import CoreSchema
 
 from sessionmeta.core.fieldtypes import FieldKind, field_kind
 from sessionmeta.core.instants import second_offsets_schema
+from sessionmeta.core.limits import MAX_KEY_LENGTH, MAX_SESSION_ID_LENGTH
 from sessionmeta.errors import (
     InvalidArgumentError,
     InvalidSessionIdError,
@@ -29,9 +30,6 @@ __all__ = [
     "UntypedMeta",
     "check_session_id",
 ]
-
-MAX_KEY_LENGTH = 255
-MAX_SESSION_ID_LENGTH = 255
 
 
 class SessionMeta(BaseModel):

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Index,
     MetaData,
     String,
     Table,
@@ -33,9 +34,12 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
 
-from sessionmeta.core.codec import EncodedValue
 from sessionmeta.errors import UnsupportedDialectError
 from sessionmeta.sql.schema import Tables
+
+if TYPE_CHECKING:
+    # Annotations only: `sessionmeta ddl` builds statements without importing Pydantic.
+    from sessionmeta.core.codec import EncodedValue
 
 __all__ = [
     "BACKENDS",
@@ -632,6 +636,8 @@ class Backend:
     # Foreign keys need the referenced column's exact type: tables created beside an
     # existing one take its columns' types from here.
     parent_columns: ParentColumns | None = None
+    # Whether ``CREATE INDEX IF NOT EXISTS`` exists (MySQL has none; MariaDB has).
+    create_index_if_not_exists: bool = True
 
     def connect_timeout_args(self, driver: str, seconds: float) -> dict[str, Any]:
         """``connect_args`` that bound ``driver``'s handshake to ``seconds``."""
@@ -671,6 +677,7 @@ BACKENDS: tuple[Backend, ...] = (
         mysql.dialect,
         _mysql_kind,
         parent_columns=_MySQLParentColumns(),
+        create_index_if_not_exists=False,
     ),
     Backend(
         "mariadb",
@@ -718,12 +725,43 @@ def backend_for(dialect: Dialect) -> Backend:
     return backend_named(dialect.name)
 
 
-def create_ddl(tables: Tables, dialect_name: str) -> str:
-    """The ``CREATE`` statements for ``tables`` in ``dialect_name``, as one SQL script."""
-    dialect = backend_named(dialect_name).ddl_dialect()
+def create_ddl(
+    tables: Tables, dialect_name: str, *, if_not_exists: bool = False, only_metadata: bool = False
+) -> str:
+    """The ``CREATE`` statements for ``tables`` in ``dialect_name``, as one SQL script.
+
+    ``if_not_exists`` makes every statement skip what exists already, so the script
+    runs on a database holding some of the tables and runs again; ``only_metadata``
+    leaves out the sessions table (the Agents SDK's own).
+    """
+    backend = backend_named(dialect_name)
+    dialect = backend.ddl_dialect()
     parts: list[str] = []
     for table in tables.metadata.sorted_tables:
-        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
-        for index in sorted(table.indexes, key=lambda index: index.name or ""):
-            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+        if only_metadata and table is tables.sessions:
+            continue
+        indexes = sorted(table.indexes, key=lambda index: index.name or "")
+        create = str(CreateTable(table, if_not_exists=if_not_exists).compile(dialect=dialect))
+        if if_not_exists and not backend.create_index_if_not_exists:
+            create, indexes = _inline_indexes(create.strip(), indexes, dialect), []
+        parts.append(create.strip() + ";")
+        for index in indexes:
+            statement = CreateIndex(index, if_not_exists=if_not_exists)
+            parts.append(str(statement.compile(dialect=dialect)).strip() + ";")
     return "\n\n".join(parts) + "\n"
+
+
+def _inline_indexes(create_table: str, indexes: Sequence[Index], dialect: Dialect) -> str:
+    """``create_table`` with ``indexes`` declared inside it, for a database without
+    ``CREATE INDEX IF NOT EXISTS``: ``CREATE TABLE IF NOT EXISTS`` then covers both."""
+    if not indexes:
+        return create_table
+    preparer = dialect.identifier_preparer
+    declared = [
+        f"INDEX {preparer.format_index(index)} "
+        f"({', '.join(preparer.quote(column.name) for column in index.columns)})"
+        for index in indexes
+    ]
+    # SQLAlchemy ends the column list with a line holding the closing parenthesis.
+    head, closing, tail = create_table.rpartition("\n)")
+    return head + ", \n\t" + ", \n\t".join(declared) + closing + tail

@@ -24,8 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from sessionmeta.core.codec import SORT_KEY_LENGTH
-from sessionmeta.core.spec import MAX_KEY_LENGTH
+from sessionmeta.core.limits import MAX_KEY_LENGTH, SORT_KEY_LENGTH
 from sessionmeta.errors import TableNameError
 
 __all__ = [
