@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError, from_json, to_jsonable_python
 
+from sessionmeta.core.limits import SORT_KEY_LENGTH
 from sessionmeta.core.spec import FieldSpec, ModelSpec, ModelT
 from sessionmeta.errors import StoredValueError
 
@@ -39,7 +40,6 @@ __all__ = [
     "sort_key",
 ]
 
-SORT_KEY_LENGTH = 200
 _EXPONENT_BIAS = 50_000
 # Built once: json.dumps with options builds a new encoder on every call.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
