@@ -2,7 +2,10 @@
 
 Each chat is one Agents SDK session. Its owner, title, tags, creation time and
 incognito flag are typed metadata stored beside the history, in the same
-database. Run it with::
+database. Each user works through a scoped view of the store
+(``store.scoped(owner_id=user)``), so another user's chat is refused by the
+store itself, in the same statement or transaction as the read or write.
+Run it with::
 
     python examples/chat_backend.py [path/to/chat.sqlite3]
 
@@ -14,10 +17,11 @@ and set ``OPENAI_API_KEY``; for PostgreSQL or MySQL, pass another engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,14 @@ from agents.models.interface import Model
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sessionmeta import MetadataStore, SessionMeta
+from sessionmeta import (
+    MetadataStore,
+    ScopedStore,
+    SessionMeta,
+    SessionNotFoundError,
+    SessionNotInScopeError,
+    field,
+)
 from sessionmeta.agents import MetadataSQLAlchemySession
 
 
@@ -36,7 +47,8 @@ class ChatMeta(SessionMeta):
 
     owner_id: str | None = None
     title: str | None = None
-    tags: list[str] | None = None
+    # A set: add_to is a union, so a tag added twice is kept once.
+    tags: set[str] | None = None
     incognito: bool | None = None
     created_at: dt.datetime | None = None
 
@@ -54,28 +66,28 @@ class NotYourChat(PermissionError):
     """The chat does not exist, or belongs to another user."""
 
 
-async def chats_of(store: MetadataStore[ChatMeta], owner_id: str) -> list[ChatSummary]:
-    """The chats of ``owner_id``, newest first.
-
-    One lookup by owner, then one read per chat. The store's query API, once
-    available, does this as a single ordered query: switch this function to it.
-    """
-    chat_ids = await store.find_sessions_by_metadata("owner_id", owner_id, limit=1000)
+async def chats_of(mine: ScopedStore[ChatMeta]) -> list[ChatSummary]:
+    """The chats of one user (a scoped view), newest first: one query per 100 chats."""
     chats: list[ChatSummary] = []
-    for chat_id in chat_ids:
-        meta = await store.bind(chat_id).get_metadata()
-        assert meta.created_at is not None, f"chat {chat_id!r} was created without a time"
-        chats.append(
-            ChatSummary(
-                chat_id=chat_id,
-                title=meta.title or "Untitled",
-                tags=meta.tags or [],
-                incognito=bool(meta.incognito),
-                created_at=meta.created_at,
-            )
+    cursor: str | None = None
+    while True:
+        page = await mine.list_sessions(
+            order_by=field("created_at").desc(), limit=100, cursor=cursor
         )
-    chats.sort(key=lambda chat: (chat.created_at, chat.chat_id), reverse=True)
-    return chats
+        for chat_id, meta in page:
+            assert meta.created_at is not None, f"chat {chat_id!r} was created without a time"
+            chats.append(
+                ChatSummary(
+                    chat_id=chat_id,
+                    title=meta.title or "Untitled",
+                    tags=sorted(meta.tags or ()),
+                    incognito=bool(meta.incognito),
+                    created_at=meta.created_at,
+                )
+            )
+        cursor = page.next_cursor
+        if cursor is None:
+            return chats
 
 
 def utc_now() -> dt.datetime:
@@ -95,7 +107,8 @@ class ChatBackend:
         self.engine = engine
         self.agent = agent
         self.clock = clock
-        # For queries across chats; it shares the engine and the tables.
+        # Each user's view of it (_mine) lists, reads and writes their chats only;
+        # it shares the engine and the tables with the SDK sessions.
         self.store = MetadataStore(ChatMeta, engine)
 
     async def create_tables(self) -> None:
@@ -107,59 +120,73 @@ class ChatBackend:
         # One session object per request, as a web handler makes it: cheap, no I/O.
         return MetadataSQLAlchemySession(chat_id, engine=self.engine, metadata_model=ChatMeta)
 
-    async def _owned(self, owner_id: str, chat_id: str) -> MetadataSQLAlchemySession[ChatMeta]:
-        session = self._session(chat_id)
-        if (await session.get_metadata(["owner_id"])).owner_id != owner_id:
+    def _mine(self, owner_id: str) -> ScopedStore[ChatMeta]:
+        # The user's view of the store: other users' chats are refused by the store.
+        return self.store.scoped(owner_id=owner_id)
+
+    @contextlib.contextmanager
+    def _owned(self, owner_id: str, chat_id: str) -> Iterator[None]:
+        """Report a chat that is missing or another user's as NotYourChat."""
+        try:
+            yield
+        except (SessionNotFoundError, SessionNotInScopeError) as exc:
+            raise NotYourChat(f"user {owner_id!r} has no chat {chat_id!r}") from exc
+
+    async def _require(self, owner_id: str, chat_id: str) -> ChatMeta:
+        """The chat's metadata, if it is the user's (one statement)."""
+        with self._owned(owner_id, chat_id):
+            meta = await self._mine(owner_id).bind(chat_id).get_metadata()
+        if "owner_id" not in meta.model_fields_set:  # no such chat
             raise NotYourChat(f"user {owner_id!r} has no chat {chat_id!r}")
-        return session
+        return meta
 
     async def create_chat(
         self, owner_id: str, title: str, *, incognito: bool = False, tags: Sequence[str] = ()
     ) -> str:
         chat_id = uuid.uuid4().hex
         # Metadata before the first message: the chat is listed before anyone speaks.
-        await self._session(chat_id).set_metadata(
-            ChatMeta(
-                owner_id=owner_id,
-                title=title,
-                tags=list(tags),
-                incognito=incognito,
-                created_at=self.clock(),
+        # Written through the user's view, which stores owner_id with it.
+        await (
+            self._mine(owner_id)
+            .bind(chat_id)
+            .set_metadata(
+                ChatMeta(title=title, tags=set(tags), incognito=incognito, created_at=self.clock())
             )
         )
         return chat_id
 
     async def list_chats(self, owner_id: str) -> list[ChatSummary]:
-        return await chats_of(self.store, owner_id)
+        return await chats_of(self._mine(owner_id))
 
     async def rename(self, owner_id: str, chat_id: str, title: str) -> None:
-        session = await self._owned(owner_id, chat_id)
-        await session.set_metadata({"title": title})
+        # create=False: renaming a chat that does not exist does not create it.
+        with self._owned(owner_id, chat_id):
+            await self._mine(owner_id).bind(chat_id).set_metadata({"title": title}, create=False)
 
     async def tag(self, owner_id: str, chat_id: str, *tags: str) -> None:
-        session = await self._owned(owner_id, chat_id)
-        # Read, then write: two tag calls on one chat at the same instant could
-        # lose one tag. Good enough for a chat's labels.
-        current = (await session.get_metadata(["tags"])).tags or []
-        await session.set_metadata({"tags": current + [tag for tag in tags if tag not in current]})
+        # Atomic: two tag calls on one chat at the same instant both land.
+        with self._owned(owner_id, chat_id):
+            await self._mine(owner_id).bind(chat_id).add_to("tags", *tags, create=False)
 
     async def send(self, owner_id: str, chat_id: str, text: str) -> str:
         """Run the agent on ``text`` in the chat and return its answer."""
-        session = await self._owned(owner_id, chat_id)
-        meta = await session.get_metadata(["incognito"])
+        meta = await self._require(owner_id, chat_id)
         # An incognito chat keeps no history: the run gets no session, so nothing
         # it says or hears is written. Its metadata (owner, title) stays.
-        result = await Runner.run(self.agent, text, session=None if meta.incognito else session)
+        session = None if meta.incognito else self._session(chat_id)
+        result = await Runner.run(self.agent, text, session=session)
         return str(result.final_output)
 
     async def history(self, owner_id: str, chat_id: str) -> list[TResponseInputItem]:
-        session = await self._owned(owner_id, chat_id)
-        return await session.get_items()
+        await self._require(owner_id, chat_id)
+        return await self._session(chat_id).get_items()
 
     async def delete_chat(self, owner_id: str, chat_id: str) -> None:
         """Remove the chat: its history and metadata go in one transaction."""
-        session = await self._owned(owner_id, chat_id)
-        await session.clear_session()
+        # Chats never change owner (the scoped view refuses writing owner_id), so a
+        # chat that is the user's when checked is still theirs when deleted.
+        await self._require(owner_id, chat_id)
+        await self._session(chat_id).clear_session()
 
 
 class ScriptedModel(Model):

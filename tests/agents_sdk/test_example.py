@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib.util
 import os
@@ -74,7 +75,7 @@ def test_example_runs_as_a_script(tmp_path: Path) -> None:
     listing = lines[lines.index("alice's chats, newest first:") + 1 :]
     assert listing == [
         "  Gift ideas [incognito]  tags=[]  messages kept=0",
-        "  Lisbon, May  tags=['travel', 'hotels']  messages kept=4",
+        "  Lisbon, May  tags=['hotels', 'travel']  messages kept=4",
     ]
     assert (tmp_path / "chat.sqlite3").exists()
 
@@ -138,3 +139,21 @@ async def test_delete_chat_removes_history_and_listing(chats: Any) -> None:
     assert [chat.chat_id for chat in await chats.list_chats("alice")] == [kept]
     with pytest.raises(PermissionError):
         await chats.history("alice", gone)
+
+
+async def test_tags_added_at_once_all_land(chats: Any) -> None:
+    chat = await chats.create_chat("alice", "Chat")
+    await asyncio.gather(*(chats.tag("alice", chat, f"t{number}") for number in range(8)))
+    (summary,) = await chats.list_chats("alice")
+    assert summary.tags == [f"t{number}" for number in range(8)]
+
+
+async def test_renaming_or_tagging_a_missing_chat_creates_nothing(
+    example: ModuleType, chats: Any
+) -> None:
+    with pytest.raises(example.NotYourChat, match="'no-such-chat'"):
+        await chats.rename("alice", "no-such-chat", "New")
+    with pytest.raises(example.NotYourChat):
+        await chats.tag("alice", "no-such-chat", "x")
+    assert not await chats.store.exists("no-such-chat")
+    assert await chats.list_chats("alice") == []
