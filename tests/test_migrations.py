@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sessionmeta import MetadataStore
+from sessionmeta import MetadataStore, field
 from sessionmeta.sql.schema import add_messages_table, build_tables
 
 from .models import ChatMeta
+from .test_cli import cli_env
 
 alembic_command = pytest.importorskip("alembic.command")
 alembic_config = pytest.importorskip("alembic.config")
@@ -114,6 +116,58 @@ async def test_autogenerate_sees_the_missing_table_before_the_migration(
 def test_offline_sql_is_the_create_statements(capsys: pytest.CaptureFixture[str]) -> None:
     alembic_command.upgrade(config("postgresql+asyncpg://nobody@127.0.0.1/none"), "head", sql=True)
     sql = capsys.readouterr().out
+    # The SDK's table only where it is missing, so the script serves either database.
+    assert "CREATE TABLE IF NOT EXISTS agent_sessions (" in sql
     assert "CREATE TABLE agent_sessions_metadata" in sql
     assert "CREATE INDEX idx_agent_sessions_metadata_key_hash" in sql
-    assert "CREATE TABLE agent_sessions " not in sql
+    assert "CREATE TABLE agent_sessions (" not in sql
+
+
+async def alembic(db_url: str, *args: str) -> tuple[int, str]:
+    """``alembic -c examples/alembic/alembic.ini -x url=URL ARGS`` as a user runs it:
+    its own process, from the repository's root."""
+    script = Path(sys.executable).parent / "alembic"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "alembic"]
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        "-c",
+        "examples/alembic/alembic.ini",
+        "-x",
+        f"url={db_url}",
+        *args,
+        cwd=ROOT,
+        env=cli_env(None),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.mark.parametrize("start", ["empty", "sdk"])
+async def test_the_example_migrates_an_empty_database_and_an_sdk_one(
+    engine: AsyncEngine, db_url: str, start: str
+) -> None:
+    if start == "sdk":
+        await sdk_database(engine)
+    for args in (["upgrade", "head"], ["check"]):
+        code, out = await alembic(db_url, *args)
+        assert code == 0, (args, out)
+    async with engine.connect() as connection:
+        names = await connection.run_sync(table_names)
+    assert {"agent_sessions", "agent_sessions_metadata", "agent_sessions_metadata_items"} <= names
+    if start == "empty":
+        # The SDK takes the sessions table the migration made, and adds its messages.
+        await sdk_database(engine)
+    store = MetadataStore(ChatMeta, engine)
+    await store.bind("s1").set_metadata({"title": "migrated", "tags": ["a"]})
+    assert await store.find_sessions(field("tags").contains("a")) == ["s1"]
+    assert await memory.SQLAlchemySession("s1", engine=engine).get_items() == HISTORY
+
+    # Down and up again: the sessions table and the history stay throughout.
+    for args in (["downgrade", "base"], ["upgrade", "head"], ["check"]):
+        code, out = await alembic(db_url, *args)
+        assert code == 0, (args, out)
+    assert await memory.SQLAlchemySession("s2", engine=engine).get_items() == HISTORY
+    assert (await store.bind("s1").get_metadata()).title is None

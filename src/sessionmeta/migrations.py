@@ -1,4 +1,4 @@
-"""Alembic operations that add sessionmeta's tables to a database the Agents SDK already uses.
+"""Alembic operations that add sessionmeta's tables to a database, empty or the Agents SDK's.
 
 Call :func:`upgrade` and :func:`downgrade` from a migration script, and give
 autogenerate :func:`target_metadata` (see ``examples/alembic`` and
@@ -16,6 +16,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
+from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.schema import build_tables
 
@@ -69,16 +70,27 @@ def upgrade(
     *,
     sql_metadata: MetaData | None = None,
 ) -> None:
-    """Create the metadata table(s) and their indexes; the sessions table must exist.
+    """Create the metadata table(s) and their indexes, and the sessions table when missing.
 
-    ``op`` is ``alembic.op``. The SDK's tables and their rows are not touched.
+    ``op`` is ``alembic.op``. An existing sessions table (the SDK's) and the
+    SDK's rows are not touched: the sessions table is created with
+    ``CREATE TABLE IF NOT EXISTS``, so the same migration serves an empty
+    database and one the SDK already uses, online and offline (``--sql``).
     Online, on MySQL/MariaDB, the foreign-key columns take the existing sessions
-    table's type and collation (:func:`target_metadata`); offline (``--sql``)
-    there is no database to read, so they are sessionmeta's own.
+    table's type and collation (:func:`target_metadata`); offline there is no
+    database to read, so they are sessionmeta's own.
     """
     metadata = _metadata(sessions_table, metadata_table, sql_metadata)
     if not op.get_context().as_sql:
         metadata = adapt_to_database(op.get_bind(), metadata)
+    sessions = metadata.tables.get(sessions_table)
+    if sessions is None:
+        raise InvalidArgumentError(
+            f"sql_metadata has no sessions table {sessions_table!r}: pass the store's "
+            "sessions_table= too"
+        )
+    # It has no indexes besides its primary key.
+    op.execute(CreateTable(sessions, if_not_exists=True))
     for table in new_tables(sessions_table, metadata_table, sql_metadata=metadata):
         op.execute(CreateTable(table))
         for index in sorted(table.indexes, key=lambda index: index.name or ""):
@@ -92,6 +104,10 @@ def downgrade(
     *,
     sql_metadata: MetaData | None = None,
 ) -> None:
-    """Drop what :func:`upgrade` created (with its rows); the SDK's tables stay."""
+    """Drop the metadata table(s) :func:`upgrade` created, with their rows.
+
+    The sessions table stays, even when :func:`upgrade` created it: the SDK keeps
+    its conversations there.
+    """
     for table in reversed(new_tables(sessions_table, metadata_table, sql_metadata=sql_metadata)):
         op.execute(DropTable(table))

@@ -1,4 +1,4 @@
-"""Add sessionmeta's metadata table beside the Agents SDK's tables.
+"""Add sessionmeta's metadata tables beside the Agents SDK's (and its sessions table if missing).
 
 Revision ID: 0001_sessionmeta
 Revises:
