@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -269,25 +270,20 @@ class Database:
                 if self.is_driver_error(exc):
                     raise self._translate(exc, session_id, lost=_lost(exc)) from exc
                 raise
-        async with self._one_connection_at_a_time():
+        lock = self.shared_connection_lock()
+        if lock is None:
+            return await self._run_retried(work, session_id, transaction)
+        async with _holding(lock):
             return await self._run_retried(work, session_id, transaction)
 
     @contextlib.asynccontextmanager
     async def _one_connection_at_a_time(self) -> AsyncIterator[None]:
-        """On an engine whose pool is one shared connection (SQLite ``:memory:``), one
-        unit of work at a time: two would interleave their transactions on it."""
         lock = self.shared_connection_lock()
         if lock is None:
             yield
             return
-        while not lock.acquire(blocking=False):  # noqa: ASYNC110
-            # Polled: a threading lock also serializes other event loops, and a
-            # cancelled waiter never holds it.
-            await asyncio.sleep(0.001)
-        try:
+        async with _holding(lock):
             yield
-        finally:
-            lock.release()
 
     def shared_connection_lock(
         self, offered: threading.Lock | None = None
@@ -404,12 +400,12 @@ class Database:
             await connection.close()
 
     async def _connect(self, checkout: Callable[[], Awaitable[T]], session_id: str | None) -> T:
-        url = shown_url(self.engine.url)
         try:
             # Some drivers bound only the TCP connect: a server that accepts and then says
             # nothing would hang the handshake without this bound.
-            return await asyncio.wait_for(checkout(), self.connect_timeout)
+            return await _within(self.connect_timeout, checkout)
         except asyncio.TimeoutError as exc:
+            url = shown_url(self.engine.url)
             raise DatabaseError(
                 f"cannot connect to {url}: no connection within {self.connect_timeout} s "
                 "(the store's connect_timeout)",
@@ -419,7 +415,8 @@ class Database:
             if not self.is_driver_error(exc):
                 raise
             raise DatabaseError(
-                f"cannot connect to {url}: {describe(exc)}", session_id=session_id
+                f"cannot connect to {shown_url(self.engine.url)}: {describe(exc)}",
+                session_id=session_id,
             ) from exc
 
     def _translate(self, exc: BaseException, session_id: str | None, *, lost: bool) -> Exception:
@@ -592,6 +589,30 @@ _LOCKS_GUARD = threading.Lock()
 
 def _lost(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@contextlib.asynccontextmanager
+async def _holding(lock: threading.Lock) -> AsyncIterator[None]:
+    """Hold the lock of an engine's one shared connection (SQLite ``:memory:``): two
+    units of work would interleave their transactions on it."""
+    while not lock.acquire(blocking=False):  # noqa: ASYNC110
+        # Polled: a threading lock also serializes other event loops, and a
+        # cancelled waiter never holds it.
+        await asyncio.sleep(0.001)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+async def _within(seconds: float | None, work: Callable[[], Awaitable[T]]) -> T:
+    """``await work()``, cancelled after ``seconds``; raises ``asyncio.TimeoutError``."""
+    if sys.version_info >= (3, 11):
+        # A timer on the running task: wait_for's extra task costs about as much as a
+        # pooled checkout.
+        async with asyncio.timeout(seconds):
+            return await work()
+    return await asyncio.wait_for(work(), seconds)
 
 
 def _check_in(pooled: PoolProxiedConnection, driver: Driver) -> None:
