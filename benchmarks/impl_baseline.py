@@ -4,6 +4,11 @@ An ORM ``AsyncSession`` per call; ``set_metadata`` selects the session row,
 inserts it when missing, then runs one upsert per key; values are stored as
 ``json.dumps`` text (``str()`` for what JSON cannot hold) in the proposal's
 schema, with its ``(key, value)`` index. Reads decode with ``json.loads``.
+
+On MariaDB/MySQL the schema needs what any port of it would: a length for the
+session id (VARCHAR(255)) and a prefix for the indexed text value (255
+characters); the upsert is ``ON DUPLICATE KEY UPDATE``. The columns take the
+database's default charset and collation, as the proposal's tables would.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -35,10 +40,14 @@ class Base(DeclarativeBase):
     pass
 
 
+# MySQL indexes no string without a length.
+SessionId = String().with_variant(mysql.VARCHAR(255), "mysql", "mariadb")
+
+
 class BaselineSession(Base):
     __tablename__ = "smbench_base_sessions"
 
-    session_id: Mapped[str] = mapped_column(String, primary_key=True)
+    session_id: Mapped[str] = mapped_column(SessionId, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP, server_default=func.now())
 
@@ -47,14 +56,16 @@ class BaselineMetadata(Base):
     __tablename__ = "smbench_base_metadata"
 
     session_id: Mapped[str] = mapped_column(
-        String, ForeignKey(BaselineSession.session_id, ondelete="CASCADE"), primary_key=True
+        SessionId, ForeignKey(BaselineSession.session_id, ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP, server_default=func.now())
 
-    __table_args__ = (Index("idx_smbench_base_key_value", "key", "value"),)
+    __table_args__ = (
+        Index("idx_smbench_base_key_value", "key", "value", mysql_length={"value": 255}),
+    )
 
 
 def dumps(value: Any) -> str:
@@ -74,8 +85,7 @@ class BaselineImpl:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
+        self.dialect = engine.dialect.name
 
     async def set_metadata(self, sid: str, values: dict[str, Any]) -> None:
         async with self.sessions() as session, session.begin():
@@ -83,15 +93,21 @@ class BaselineImpl:
                 session.add(BaselineSession(session_id=sid))
                 await session.flush()
             for key, value in values.items():
-                insert = self._insert(BaselineMetadata).values(
-                    session_id=sid, key=key, value=dumps(value)
-                )
-                await session.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=["session_id", "key"],
-                        set_={"value": insert.excluded.value, "updated_at": func.now()},
-                    )
-                )
+                await session.execute(self._upsert(sid, key, dumps(value)))
+
+    def _upsert(self, sid: str, key: str, value: str) -> Any:
+        row = {"session_id": sid, "key": key, "value": value}
+        if self.dialect in ("mysql", "mariadb"):
+            insert = mysql.insert(BaselineMetadata).values(row)
+            return insert.on_duplicate_key_update(
+                value=insert.inserted.value, updated_at=func.now()
+            )
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        upsert = dialect.insert(BaselineMetadata).values(row)
+        return upsert.on_conflict_do_update(
+            index_elements=["session_id", "key"],
+            set_={"value": upsert.excluded.value, "updated_at": func.now()},
+        )
 
     async def get_metadata(self, sid: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
         query = select(BaselineMetadata.key, BaselineMetadata.value).where(

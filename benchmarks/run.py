@@ -1,6 +1,7 @@
 """Benchmark sessionmeta against the per-key baseline and the raw-driver floor.
 
-    python benchmarks/run.py                 # SQLite and PostgreSQL, scaling to 1,000,000 sessions
+    python benchmarks/run.py                 # SQLite, PostgreSQL (scaling to 1,000,000 sessions)
+                                             # and MariaDB/MySQL
     python benchmarks/run.py --quick         # a tiny run that only proves the command works
     python benchmarks/run.py --backends sqlite --rounds 500
 
@@ -10,7 +11,9 @@ one hand-written statement on the driver (the floor), and one ``SELECT 1``.
 Writes a table to stdout, ``results.json`` and (with PostgreSQL scaling)
 ``scaling.png`` into ``--out``. PostgreSQL is taken from ``--postgres-url``,
 else ``SESSIONMETA_BENCH_POSTGRES_URL``, else ``SESSIONMETA_TEST_POSTGRES_URL``,
-else the local server; only tables named ``smbench_*`` are created and dropped.
+else the local server; MariaDB/MySQL likewise from ``--mysql-url``,
+``SESSIONMETA_BENCH_MYSQL_URL``, ``SESSIONMETA_TEST_MYSQL_URL``. Only tables
+named ``smbench_*`` are created and dropped.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import setup_db  # noqa: E402
 from data import BenchMeta, owner_of, session_id  # noqa: E402
 from harness import Entry, Result  # noqa: E402
 from impl_baseline import BaselineImpl  # noqa: E402
-from impl_raw import RawAiosqlite, RawAsyncpg, RawSqlite3, Sql  # noqa: E402
+from impl_raw import RawAiomysql, RawAiosqlite, RawAsyncpg, RawSqlite3, Sql  # noqa: E402
 from impl_sessionmeta import SessionmetaImpl  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 import sessionmeta  # noqa: E402
@@ -48,6 +52,12 @@ BASELINE = "per-key baseline"
 SM = "sessionmeta"
 SM_X50 = "sessionmeta, 50x get_metadata"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DEFAULT_MYSQL_URL = "mysql+aiomysql://root@127.0.0.1:3306/test"
+FLOORS = {
+    "sqlite": ["raw (aiosqlite)", "raw (sqlite3)"],
+    "postgres": ["raw (asyncpg)"],
+    "mysql": ["raw (aiomysql)"],
+}
 
 
 def postgres_url(given: str | None) -> str:
@@ -56,6 +66,31 @@ def postgres_url(given: str | None) -> str:
         or os.environ.get("SESSIONMETA_BENCH_POSTGRES_URL")
         or os.environ.get("SESSIONMETA_TEST_POSTGRES_URL")
         or DEFAULT_POSTGRES_URL
+    )
+
+
+def mysql_url(given: str | None) -> str:
+    return (
+        given
+        or os.environ.get("SESSIONMETA_BENCH_MYSQL_URL")
+        or os.environ.get("SESSIONMETA_TEST_MYSQL_URL")
+        or DEFAULT_MYSQL_URL
+    )
+
+
+async def connect_aiomysql(url: str) -> Any:
+    """One aiomysql connection to the server and database of a SQLAlchemy URL, in
+    autocommit: each statement commits alone."""
+    import aiomysql
+
+    parsed = make_url(url)
+    return await aiomysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        db=parsed.database,
+        autocommit=True,
     )
 
 
@@ -160,6 +195,8 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
     if backend == "sqlite":
         path = workdir / "bench.sqlite3"
         url = f"sqlite+aiosqlite:///{path}"
+    elif backend == "mysql":
+        url = mysql_url(args.mysql_url)
     else:
         url = postgres_url(args.postgres_url)
     engine = create_async_engine(url)
@@ -171,7 +208,7 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
         metadata_table=setup_db.METADATA_TABLE,
     )
     await setup_db.create_tables(engine, store)
-    sql = Sql(setup_db.SESSIONS_TABLE, setup_db.METADATA_TABLE, postgres=backend == "postgres")
+    sql = Sql(setup_db.SESSIONS_TABLE, setup_db.METADATA_TABLE, backend)
     range_from = sessions // 2 - 150
     closers: list[Any] = []
     if backend == "postgres":
@@ -182,6 +219,11 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
         closers.append(connection.close)
         await setup_db.load_postgres(connection, sessions)
         raws: list[Any] = [RawAsyncpg(connection, sql, range_from)]
+    elif backend == "mysql":
+        mysql_connection = await connect_aiomysql(url)
+        closers.append(mysql_connection.ensure_closed)
+        await setup_db.load_mysql(mysql_connection, sessions)
+        raws = [RawAiomysql(mysql_connection, sql, range_from)]
     else:
         import aiosqlite
 
@@ -290,9 +332,12 @@ def check_targets(results: list[Result], floors: dict[str, list[str]]) -> list[s
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres"
+        "--backends",
+        default="sqlite,postgres,mysql",
+        help="comma-separated: sqlite, postgres, mysql (MariaDB or MySQL)",
     )
     parser.add_argument("--postgres-url", help="an async SQLAlchemy URL (postgresql+asyncpg://...)")
+    parser.add_argument("--mysql-url", help="an async SQLAlchemy URL (mysql+aiomysql://...)")
     parser.add_argument(
         "--sessions", type=int, default=2000, help="sessions in the operations' data"
     )
@@ -315,6 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.scale = "1000,2000"
     args.scale = [int(size) for size in args.scale.split(",") if size.strip()]
     args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = [name for name in args.backends if name not in FLOORS]
+    if unknown:
+        parser.error(f"unknown backends {', '.join(unknown)}: choose from {', '.join(FLOORS)}")
     return args
 
 
@@ -326,9 +374,7 @@ async def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sessionmeta-bench-") as tmp:
         for backend in args.backends:
             results += await run_backend(backend, args, Path(tmp))
-            floors[backend] = (
-                ["raw (asyncpg)"] if backend == "postgres" else ["raw (aiosqlite)", "raw (sqlite3)"]
-            )
+            floors[backend] = FLOORS[backend]
     args.out.mkdir(parents=True, exist_ok=True)
     for backend, floor_names in floors.items():
         references = [BASELINE, *floor_names]

@@ -79,7 +79,7 @@ async def run(url: str, sizes: list[int], rounds: int, warmup: int) -> list[Resu
     try:
         await connection.execute(f"DROP TABLE IF EXISTS {METADATA}_items, {METADATA}, {SESSIONS}")
         await store.create_tables()
-        sql = Sql(SESSIONS, METADATA, postgres=True)
+        sql = Sql(SESSIONS, METADATA, "postgres")
         sm = SessionmetaImpl(store)
         queries = query_ops.SessionmetaQueries(store) if query_ops.available() else None
         loaded = 0

@@ -119,6 +119,34 @@ async def load_postgres(connection: Any, sessions: int) -> None:
     await connection.execute("ANALYZE")
 
 
+async def load_mysql(connection: Any, sessions: int) -> None:
+    """Insert the same data on an aiomysql connection in autocommit: ``executemany``
+    sends multi-row INSERTs (pymysql's batching), each chunk committed alone."""
+
+    async def insert(table: str, columns: list[str], rows: list[Any]) -> None:
+        names = ", ".join(f"`{column}`" for column in columns)
+        marks = ", ".join(["%s"] * len(columns))
+        async with connection.cursor() as cursor:
+            for first in range(0, len(rows), 20_000):
+                await cursor.executemany(
+                    f"INSERT INTO {table} ({names}) VALUES ({marks})", rows[first : first + 20_000]
+                )
+
+    ids = [(session_id(i),) for i in range(sessions)]
+    for table in (SESSIONS_TABLE, "smbench_base_sessions"):
+        await insert(table, ["session_id"], ids)
+    rows, items = all_rows(range(sessions))
+    await insert(METADATA_TABLE, ["session_id", "key", "value", "value_hash", "sort_key"], rows)
+    await insert(ITEMS_TABLE, ITEM_COLUMNS, items)
+    base = [(r["session_id"], r["key"], r["value"]) for i in range(sessions) for r in rows_of(i)]
+    await insert("smbench_base_metadata", ["session_id", "key", "value"], base)
+    async with connection.cursor() as cursor:
+        tables = [SESSIONS_TABLE, METADATA_TABLE, ITEMS_TABLE]
+        tables += ["smbench_base_sessions", "smbench_base_metadata"]
+        await cursor.execute(f"ANALYZE TABLE {', '.join(tables)}")
+        await cursor.fetchall()
+
+
 def load_sqlite(path: str, sessions: int) -> None:
     connection = sqlite3.connect(path)
     try:
