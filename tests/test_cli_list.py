@@ -109,10 +109,12 @@ async def test_where_order_by_and_the_cursor(url: str) -> None:
 
 async def test_the_table_says_how_to_get_the_next_page(url: str) -> None:
     first = await run("list", "--limit", "3", "-c", "owner_id", url=url)
+    assert first.code == 0, first
     lines = first.out.splitlines()
     assert lines[-2] == "3 sessions"
     assert lines[-1].startswith("more: --cursor ")
     rest = await run("list", "--limit", "3", "-c", "owner_id", *lines[-1].split()[1:], url=url)
+    assert rest.code == 0, rest
     assert rest.out.splitlines() == ["SESSION_ID  OWNER_ID", "d           ann", "1 session"]
 
 
