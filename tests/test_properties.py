@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sessionmeta import MetadataStore
+from sessionmeta import MetadataStore, field
 from sessionmeta.core.codec import encode_model, equality_hash, item_hashes, sort_key
 from sessionmeta.core.spec import ModelSpec
 
@@ -96,3 +97,27 @@ def test_rows_index_values_by_the_definitions_of_equality_and_order(
         assert row.sort_key == sort_key(value), row.key
         collection = spec.field(row.key).kind == "collection"
         assert row.items == (item_hashes(value) if collection else None), row.key
+
+
+@settings(
+    max_examples=EXAMPLES_PER_BACKEND,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(values=all_types_values)
+async def test_listings_read_values_as_a_single_read_does(
+    engine: AsyncEngine, values: dict[str, Any]
+) -> None:
+    # Listings gather each session's rows into one JSON object in SQL where the
+    # database keeps the stored text (PostgreSQL, SQLite): the same values must come back.
+    store = MetadataStore(AllTypes, engine, create_tables=True)
+    marker = uuid.uuid4()
+    session_id = f"listed{next(_session_numbers)}"
+    await store.bind(session_id).set_metadata({**values, "ident": marker})
+    page = await store.list_sessions(field("ident") == marker, limit=5)
+    assert [listing.session_id for listing in page] == [session_id]
+    listed = page[0].metadata
+    read = await store.bind(session_id).get_metadata()
+    assert listed.model_fields_set == read.model_fields_set
+    for name in read.model_fields_set:
+        assert repr(getattr(listed, name)) == repr(getattr(read, name)), name

@@ -115,26 +115,50 @@ class Searcher(Generic[ModelT]):
     ) -> Page[SessionListing[ModelT]]:
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
-        rows = await self.ops.fetch(self.sql.listing(plan), {**plan.params, "limit": limit + 1})
-        # Rows come in page order, each session's rows together: (id, key, value[, sort]).
-        sessions: list[tuple[str, Any, list[tuple[str, str]]]] = []
-        for row in rows:
-            session_id, key, value = row[0], row[1], row[2]
-            if not sessions or sessions[-1][0] != session_id:
-                sessions.append((session_id, row[3] if len(row) > 3 else None, []))
-            if key is not None:
-                sessions[-1][2].append((key, value))
-        kept = sessions[:limit]
-        models = self.decode_many([(session_id, values) for session_id, _, values in kept])
+        spec = self.ops.spec
+        statement = self.sql.listing(plan, None if spec.open else tuple(spec.fields))
+        rows = await self.ops.fetch(statement, {**plan.params, "limit": limit + 1})
+        # Each session's id and sort value, in page order, then its model.
+        entries: list[tuple[str, Any]]
+        if self.sql.objects:
+            # One row per session: (id, its values as one JSON object, [sort value]).
+            entries = [(row[0], row[2] if len(row) > 2 else None) for row in rows]
+            models = await self._decode_objects([(row[0], row[1]) for row in rows[:limit]])
+        else:
+            # One row per key, each session's rows together: (id, key, value[, sort]).
+            sessions: list[tuple[str, Any, list[tuple[str, str]]]] = []
+            for row in rows:
+                session_id, key, value = row[0], row[1], row[2]
+                if not sessions or sessions[-1][0] != session_id:
+                    sessions.append((session_id, row[3] if len(row) > 3 else None, []))
+                if key is not None:
+                    sessions[-1][2].append((key, value))
+            entries = [(session_id, sort) for session_id, sort, _ in sessions]
+            models = self.decode_many(
+                [(session_id, pairs) for session_id, _, pairs in sessions[:limit]]
+            )
         page = [
             SessionListing(session_id, model)
-            for (session_id, _, _), model in zip(kept, models, strict=True)
+            for (session_id, _), model in zip(entries[:limit], models, strict=True)
         ]
         next_cursor = None
-        if len(sessions) > limit:
-            session_id, sort_value, _ = sessions[limit - 1]
+        if len(entries) > limit:
+            session_id, sort_value = entries[limit - 1]
             next_cursor = encode_cursor(plan.order, sort_value, session_id)
         return Page(page, next_cursor)
+
+    async def _decode_objects(self, sessions: Sequence[tuple[str, str | None]]) -> list[ModelT]:
+        """Models for sessions' values as JSON objects: one validation when all fit."""
+        text = "[" + ",".join(values or "{}" for _, values in sessions) + "]"
+        try:
+            return self._many_adapter.validate_json(text)
+        except ValidationError:
+            # Name the session and key that do not fit (or read them as defaults), from
+            # the stored rows, as a single read does.
+            return [
+                self.ops.decode(session_id, await self.ops.rows(session_id, None))
+                for session_id, _ in sessions
+            ]
 
     async def count(
         self, filters: Iterable[FilterArg], scope: Mapping[str, Any] | None = None

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     delete,
     func,
     select,
@@ -638,6 +639,12 @@ class Backend:
     parent_columns: ParentColumns | None = None
     # Whether ``CREATE INDEX IF NOT EXISTS`` exists (MySQL has none; MariaDB has).
     create_index_if_not_exists: bool = True
+    # The aggregate that gathers a session's (key, value) rows into the JSON object a
+    # read validates, keeping each value's text as stored; ``None`` where the database
+    # would rewrite it (MySQL's JSON type reformats numbers and reorders objects).
+    object_of_rows: (
+        Callable[[ColumnElement[str], ColumnElement[str]], ColumnElement[str]] | None
+    ) = None
 
     def connect_timeout_args(self, driver: str, seconds: float) -> dict[str, Any]:
         """``connect_args`` that bound ``driver``'s handshake to ``seconds``."""
@@ -646,6 +653,17 @@ class Backend:
             return {}
         name, whole_seconds = argument
         return {name: max(1, math.ceil(seconds)) if whole_seconds else seconds}
+
+
+def _postgres_object(key: ColumnElement[str], value: ColumnElement[str]) -> ColumnElement[str]:
+    # The json type keeps its input text as it is.
+    rows = func.json_object_agg(key, cast(value, postgresql.JSON)).filter(key.is_not(None))
+    return cast(rows, Text)
+
+
+def _sqlite_object(key: ColumnElement[str], value: ColumnElement[str]) -> ColumnElement[str]:
+    # json() minifies without rewriting a token: numbers and strings keep their text.
+    return func.json_group_object(key, func.json(value)).filter(key.is_not(None))
 
 
 def _mariadb_dialect() -> Dialect:
@@ -666,6 +684,7 @@ BACKENDS: tuple[Backend, ...] = (
         _postgres_kind,
         arrays=True,
         cheap_autocommit=True,
+        object_of_rows=_postgres_object,
     ),
     Backend(
         "mysql",
@@ -704,6 +723,7 @@ BACKENDS: tuple[Backend, ...] = (
         write_ahead_log=True,
         per_key_statistics=False,
         embedded=True,
+        object_of_rows=_sqlite_object,
     ),
 )
 _BY_DIALECT = {name: backend for backend in BACKENDS for name in backend.dialect_names}

@@ -275,6 +275,7 @@ class QuerySQL:
         # PostgreSQL takes a list as one array parameter: one statement for any length.
         self.arrays = backend.arrays
         self.per_key_statistics = backend.per_key_statistics
+        self.object_of_rows = backend.object_of_rows
         self._cache: OrderedDict[tuple[Any, ...], CompiledStatement] = OrderedDict()
 
     def _compiled(self, cache_key: tuple[Any, ...], build: Callable[[], Any]) -> CompiledStatement:
@@ -301,8 +302,15 @@ class QuerySQL:
             lambda: self._builder().page(plan, count=True),
         )
 
-    def listing(self, plan: Plan) -> CompiledStatement:
-        """One page of sessions with every stored (key, value) row, in page order."""
+    @property
+    def objects(self) -> bool:
+        """Whether :meth:`listing` gives one JSON object per session, not one row per key."""
+        return self.object_of_rows is not None
+
+    def listing(self, plan: Plan, known_keys: tuple[str, ...] | None = None) -> CompiledStatement:
+        """One page of sessions, in page order, each with its stored values: one row per
+        session with its ``known_keys`` (all keys: ``None``) as one JSON object where the
+        database can keep the stored text (:attr:`objects`), else one row per key."""
 
         def build() -> Any:
             page = self._builder().page(plan).subquery("page")
@@ -310,16 +318,31 @@ class QuerySQL:
             sort = page.c.sort_value if "sort_value" in page.c else None
             keys = [page.c.session_id] if sort is None else [sort, page.c.session_id]
             descending = plan.order.descending
-            columns = [page.c.session_id, values.c.key, values.c.value]
+            order = [key.desc() if descending else key.asc() for key in keys]
+            joined = values.c.session_id == page.c.session_id
+            if self.object_of_rows is None:
+                columns = [page.c.session_id, values.c.key, values.c.value]
+                if sort is not None:
+                    columns.append(sort)
+                return select(*columns).select_from(page.outerjoin(values, joined)).order_by(*order)
+            if known_keys is not None:
+                # Undeclared keys would not validate: leave them in the table.
+                known = [bindparam(f"known{i}", key, Text) for i, key in enumerate(known_keys)]
+                joined = and_(joined, values.c.key.in_(known))
+            aggregated: list[ColumnElement[Any]] = [
+                page.c.session_id,
+                self.object_of_rows(values.c.key, values.c.value),
+            ]
             if sort is not None:
-                columns.append(sort)
+                aggregated.append(sort)
             return (
-                select(*columns)
-                .select_from(page.outerjoin(values, values.c.session_id == page.c.session_id))
-                .order_by(*(key.desc() if descending else key.asc() for key in keys))
+                select(*aggregated)
+                .select_from(page.outerjoin(values, joined))
+                .group_by(*keys)
+                .order_by(*order)
             )
 
-        return self._compiled(("listing", plan.shape()), build)
+        return self._compiled(("listing", plan.shape(), known_keys), build)
 
     def many(self, count: int, *, with_hashes: bool = False) -> CompiledStatement:
         """Every (session id, key, value[, hash]) row of ``count`` sessions (``id0``...)."""
