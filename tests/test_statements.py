@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sessionmeta import MetadataStore
+from sessionmeta.sql.statements import compile_statement
 
 from .conftest import reset_database
 from .models import AllTypes
@@ -127,9 +128,29 @@ async def test_a_write_with_lists_takes_the_fewest_statements(
     await store.bind("existing").set_metadata(TEN)
     statements = await recorded()
     verbs = [
-        statement if statement == "?" else statement.split()[0].upper()
-        for statement in statements
+        statement if statement == "?" else statement.split()[0].upper() for statement in statements
     ]
     assert verbs == WRITE_STATEMENTS[one_connection_engine.dialect.name], statements
     read = await store.bind("existing").get_metadata()
     assert (read.words, read.numbers) == (["a"], {1})
+
+
+@pytest.mark.parametrize(
+    "dialect_url", ["sqlite+aiosqlite://", "mysql+aiomysql://u@h/d", "mariadb+aiomysql://u@h/d"]
+)
+@pytest.mark.parametrize("rows", [4, 7, 64, 513])
+def test_many_row_statements_are_what_sqlalchemy_compiles(dialect_url: str, rows: int) -> None:
+    # Statements of thousands of rows are made by repeating one row of the compiled
+    # statement (compiling them takes SQLAlchemy up to a second): the text and the
+    # parameter order must be exactly SQLAlchemy's.
+    engine = create_async_engine(dialect_url)
+    statements = MetadataStore(AllTypes, engine).ops.statements
+    spelling = statements.spelling
+    for made, build in (
+        (statements.upsert, spelling.upsert),
+        (statements.insert_items, spelling.insert_items),
+        (statements.insert_sessions, spelling.insert_sessions),
+        (statements.delete_key_items, spelling.delete_key_items),
+    ):
+        compiled = compile_statement(build(rows), engine.dialect)
+        assert made(rows) == compiled, build.__name__

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -104,6 +104,29 @@ class Statements:
             found = self._cache[cache_key] = compile_statement(build(), self.dialect)
         return found
 
+    def compiled_rows(
+        self, name: str, count: int, build: Callable[[int], Executable]
+    ) -> CompiledStatement:
+        """``build(count)`` compiled once per ``(name, count)``, for statements of
+        ``count`` rows of parameters (``VALUES (...), (...)``, ``IN (?, ?)``) named by
+        row (``s0``, ``s1``...). SQLAlchemy takes up to a second to compile thousands
+        of rows: the text repeats the row of the one-row statement instead, once that
+        is seen to give exactly what SQLAlchemy compiles for three rows."""
+        cache_key = (name, count)
+        found = self._cache.get(cache_key)
+        if found is not None:
+            return found
+        if count > 3:
+            one = self.compiled(name, 1, lambda: build(1))
+            two = self.compiled(name, 2, lambda: build(2))
+            three = self.compiled(name, 3, lambda: build(3))
+            if _repeated(one, two, 3) == three:
+                found = _repeated(one, two, count)
+        if found is None:
+            found = compile_statement(build(count), self.dialect)
+        self._cache[cache_key] = found
+        return found
+
     @property
     def upsert_creates_session(self) -> bool:
         return self.spelling.upsert_creates_session
@@ -113,8 +136,9 @@ class Statements:
 
     def upsert(self, count: int) -> CompiledStatement:
         # PostgreSQL's statement takes arrays: one shape for any count.
-        shape = 0 if self.spelling.upsert_creates_session else count
-        return self.compiled("upsert", shape, lambda: self.spelling.upsert(count))
+        if self.spelling.upsert_creates_session:
+            return self.compiled("upsert", 0, lambda: self.spelling.upsert(count))
+        return self.compiled_rows("upsert", count, self.spelling.upsert)
 
     def delete_items(self, key_count: int) -> CompiledStatement:
         """Where the upsert does not keep items in step: drop the items of rewritten keys."""
@@ -123,7 +147,7 @@ class Statements:
         )
 
     def insert_items(self, count: int) -> CompiledStatement:
-        return self.compiled("insert_items", count, lambda: self.spelling.insert_items(count))
+        return self.compiled_rows("insert_items", count, self.spelling.insert_items)
 
     def select_values(self, key_count: int | None) -> CompiledStatement:
         values = self.tables.values
@@ -201,9 +225,11 @@ class Statements:
         return self.compiled(
             "touch_session",
             0,
-            lambda: update(sessions)
-            .where(sessions.c.session_id == bindparam("session_id"))
-            .values(updated_at=func.current_timestamp()),
+            lambda: (
+                update(sessions)
+                .where(sessions.c.session_id == bindparam("session_id"))
+                .values(updated_at=func.current_timestamp())
+            ),
         )
 
     def session_exists(self) -> CompiledStatement:
@@ -300,12 +326,10 @@ class Statements:
         return self.compiled("upsert_many", 0, lambda: self.spelling.upsert_many(count))
 
     def insert_sessions(self, count: int) -> CompiledStatement:
-        return self.compiled("insert_sessions", count, lambda: self.spelling.insert_sessions(count))
+        return self.compiled_rows("insert_sessions", count, self.spelling.insert_sessions)
 
     def delete_key_items(self, count: int) -> CompiledStatement:
-        return self.compiled(
-            "delete_key_items", count, lambda: self.spelling.delete_key_items(count)
-        )
+        return self.compiled_rows("delete_key_items", count, self.spelling.delete_key_items)
 
     def delete_values_many(self, id_count: int, key_count: int | None) -> CompiledStatement:
         """Delete ``key_count`` keys (or every key) of ``id_count`` sessions."""
@@ -385,6 +409,43 @@ class Statements:
         if key_count is None:
             return -1
         return 0 if self.spelling.keys_as_array else key_count
+
+
+def _repeated(
+    one: CompiledStatement, two: CompiledStatement, count: int
+) -> CompiledStatement | None:
+    """The ``count``-row form of a statement whose one- and two-row forms are ``one`` and
+    ``two``, made by repeating the row; ``None`` when they do not differ by one row."""
+    if not (one.positional and two.positional):
+        return None
+    row_length = len(two.sql) - len(one.sql) - len(", ")
+    width = len(two.names) - len(one.names)
+    for start in range(len(one.sql) - row_length + 1):
+        row = one.sql[start : start + row_length]
+        head, tail = one.sql[:start], one.sql[start + row_length :]
+        if two.sql != f"{head}{row}, {row}{tail}":
+            continue
+        for at in range(len(one.names) - width + 1):
+            first = one.names[at : at + width]
+            if two.names != (
+                *one.names[: at + width],
+                *_indexed(first, 1),
+                *one.names[at + width :],
+            ):
+                continue
+            rows = [name for index in range(count) for name in _indexed(first, index)]
+            return CompiledStatement(
+                head + ", ".join([row] * count) + tail,
+                (*one.names[:at], *rows, *one.names[at + width :]),
+                True,
+                one.defaults,
+            )
+    return None
+
+
+def _indexed(names: Sequence[str], index: int) -> tuple[str, ...]:
+    """``names`` of row 0 (``s0``, ``k0``...) as row ``index``'s."""
+    return tuple(name[:-1] + str(index) for name in names if name.endswith("0"))
 
 
 def _chunks(entries: list[T], sizes: list[int] | None = None) -> list[list[T]]:
