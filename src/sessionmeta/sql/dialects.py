@@ -524,10 +524,23 @@ def _mysql_kind(error: BaseException) -> ErrorKind | None:
     return _MYSQL_ERRORS.get(code) if code is not None else None
 
 
+# Python 3.10's sqlite3 errors carry no code (sqlite_errorcode came in 3.11); their
+# messages are SQLite's fixed text for each code (sqlite3_errstr and the constraint's).
+_SQLITE_MESSAGES: tuple[tuple[str, ErrorKind], ...] = (
+    ("database is locked", "transient"),  # SQLITE_BUSY
+    ("database table is locked", "transient"),  # SQLITE_LOCKED
+    ("database schema is locked", "transient"),  # SQLITE_LOCKED_SHAREDCACHE
+    ("FOREIGN KEY constraint failed", "missing_session"),
+    ("UNIQUE constraint failed", "unique"),  # primary keys report this too
+    ("already exists", "already_exists"),
+)
+
+
 def _sqlite_kind(error: BaseException) -> ErrorKind | None:
     code = getattr(error, "sqlite_errorcode", None)
     if not isinstance(code, int):
-        return None
+        text = str(error)
+        return next((kind for message, kind in _SQLITE_MESSAGES if message in text), None)
     primary = code & 0xFF
     if primary in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED: the busy timeout ran out
         return "transient"
