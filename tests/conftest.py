@@ -1,9 +1,10 @@
 """Shared fixtures: one suite, run against SQLite, PostgreSQL and MariaDB/MySQL.
 
 PostgreSQL and MySQL are taken from ``SESSIONMETA_TEST_POSTGRES_URL`` and
-``SESSIONMETA_TEST_MYSQL_URL`` (default: this machine's local servers). A server
+``SESSIONMETA_TEST_MYSQL_URL`` (default: the database ``sessionmeta_test`` on this
+machine's local servers, created when missing and the server allows it). A server
 that does not answer skips its tests with one line, or fails the run when
-``CI=true``. Each test starts on an empty database.
+``CI=true``. Each test starts on an empty database: every test wipes it.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sessionmeta import MetadataStore
 
 from .models import ChatMeta
 
+# A database of its own, never a name other software uses: the suite drops every table in it.
 POSTGRES_URL = os.environ.get(
-    "SESSIONMETA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    "SESSIONMETA_TEST_POSTGRES_URL",
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/sessionmeta_test",
 )
 MYSQL_URL = os.environ.get(
-    "SESSIONMETA_TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/test"
+    "SESSIONMETA_TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/sessionmeta_test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -40,8 +44,13 @@ def server_url(backend: str, tmp_path: Path) -> str:
     return POSTGRES_URL if backend == "postgres" else MYSQL_URL
 
 
-async def _probe(url: str) -> str | None:
-    engine = create_async_engine(url)
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+async def _connect_error(url: str | URL, **engine_kwargs: Any) -> Exception | None:
+    """What connecting to ``url`` and running ``SELECT 1`` raised, or None."""
+    engine = create_async_engine(url, **engine_kwargs)
 
     async def select_one() -> None:
         async with engine.connect() as connection:
@@ -50,10 +59,63 @@ async def _probe(url: str) -> str | None:
     try:
         await asyncio.wait_for(select_one(), timeout=5)
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return exc
     finally:
         await engine.dispose()
     return None
+
+
+def _is_missing_database(exc: Exception) -> bool:
+    """Whether the server answered that the URL's database does not exist."""
+    driver_error = getattr(exc, "orig", None)
+    if getattr(driver_error, "sqlstate", None) == "3D000":  # PostgreSQL: invalid_catalog_name
+        return True
+    args: tuple[Any, ...] = getattr(driver_error, "args", ())
+    return bool(args) and args[0] == 1049  # MySQL/MariaDB: ER_BAD_DB_ERROR
+
+
+async def create_database(url: str) -> str | None:
+    """Create ``url``'s database through the server's own connection; None, or why not.
+
+    PostgreSQL is reached through its ``postgres`` database, MySQL/MariaDB with no
+    database selected. A database another run created meanwhile counts as created.
+    """
+    target = make_url(url)
+    name = target.database
+    if not name:
+        return "the URL names no database"
+    if target.get_backend_name() == "postgresql":
+        server = target.set(database="postgres")
+        statement = 'CREATE DATABASE "{}"'.format(name.replace('"', '""'))
+    else:
+        server = target.set(database="")
+        statement = "CREATE DATABASE IF NOT EXISTS `{}`".format(name.replace("`", "``"))
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    except Exception as exc:
+        if await _connect_error(url) is None:
+            return None  # created by a concurrent run
+        return _one_line(exc)
+    finally:
+        await engine.dispose()
+    return None
+
+
+async def _probe(url: str) -> str | None:
+    """None when ``url`` answers (its database created if missing), else a one-line reason."""
+    error = await _connect_error(url)
+    if error is None:
+        return None
+    if not _is_missing_database(error):
+        return _one_line(error)
+    name = make_url(url).database
+    refusal = await create_database(url)
+    if refusal is not None:
+        return f"database {name!r} does not exist and could not be created ({refusal})"
+    error = await _connect_error(url)
+    return None if error is None else _one_line(error)
 
 
 def require_server(backend: str) -> None:
