@@ -5,8 +5,10 @@
 # e.g. `--quick` or `--scale 10000,100000`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# agents: the Agents SDK session that the peers table times per turn.
-SESSIONMETA_EXTRAS="${SESSIONMETA_EXTRAS:-postgres,mysql,agents,bench}"
+# agents: the Agents SDK session that the peers table times per turn; the bench dependency
+# group (pyproject.toml): the charts and the peers.
+SESSIONMETA_EXTRAS="${SESSIONMETA_EXTRAS:-postgres,mysql,agents}"
+SESSIONMETA_GROUPS="${SESSIONMETA_GROUPS-bench}"
 source scripts/_venv.sh
 "$venv/bin/python" benchmarks/run.py "$@"
 # Then the table of peers (benchmarks/peers.py), with --quick, --backends, --postgres-url
