@@ -187,9 +187,13 @@ class Operations(Generic[ModelT]):
         await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
 
     async def delete(self, session_id: str, keys: list[str] | None) -> None:
-        """Delete ``keys`` of one session, or every key."""
+        """Delete ``keys`` of one session, or every key (after locking the session, in one
+        transaction, where the backend needs that: ``Statements.delete_one``)."""
         await self.ensure_tables()
-        await self.db.run(lambda db: self.delete_rows(db, session_id, keys), session_id=session_id)
+        batch = self.statements.delete_one(session_id, keys)
+        await self.db.run(
+            lambda db: db.execute_all(batch), session_id=session_id, transaction=len(batch) > 1
+        )
 
     async def delete_rows(self, db: Connection, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` (or every key) of one session, inside the caller's unit of work."""

@@ -82,6 +82,12 @@ class Spelling:
     upsert_creates_session = False
     # Whether a list of keys is passed as one array parameter (one statement for any count).
     keys_as_array = False
+    # Whether a delete locks its sessions' rows first, in a statement of its own. A
+    # PostgreSQL statement deletes the rows of the snapshot it started with: a row a
+    # concurrent write inserted while the delete waited for that write's locks would
+    # stay, and the delete would take half of the write. The lock waits for such a
+    # write (plain writes share the session row), and the delete after it sees its rows.
+    delete_locks_sessions = False
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
@@ -194,6 +200,7 @@ class Spelling:
 class _PostgreSQL(Spelling):
     upsert_creates_session = True
     keys_as_array = True
+    delete_locks_sessions = True
 
     def key_in(self, count: int) -> ColumnElement[bool]:
         # One statement for any number of keys: the prepared plan is reused.

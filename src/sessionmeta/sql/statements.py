@@ -261,6 +261,22 @@ class Statements:
             ),
         )
 
+    def lock_sessions(self, count: int) -> CompiledStatement:
+        """Lock the rows of ``count`` sessions (``id0``..., one array where the backend
+        binds arrays), in id order: what a delete does first where
+        ``Spelling.delete_locks_sessions`` says so."""
+        sessions = self.tables.sessions
+
+        def build() -> Executable:
+            return (
+                select(sessions.c.session_id)
+                .where(self.spelling.id_in(sessions.c.session_id, count))
+                .order_by(sessions.c.session_id)
+                .with_for_update()
+            )
+
+        return self.compiled("lock_sessions", 0 if self.backend.arrays else count, build)
+
     def lock_rows(self) -> CompiledStatement:
         """Every row of one session with its hash, the value rows locked against writers."""
         values = self.tables.values
@@ -394,15 +410,31 @@ class Statements:
         return batch
 
     def delete_many(self, ids: list[str], keys: list[str] | None) -> Batch:
-        """The statements that delete ``keys`` (or every key) of the sessions ``ids``."""
+        """The statements that delete ``keys`` (or every key) of the sessions ``ids``;
+        first, where the backend needs it, those that lock the sessions, in id order."""
         spelling = self.spelling
         key_params = {} if keys is None else spelling.key_params(keys)
         key_count = None if keys is None else len(keys)
         batch: Batch = []
+        if spelling.delete_locks_sessions:
+            for chunk in _chunks(sorted(ids)):
+                chunk = chunk if self.backend.arrays else _padded(chunk)
+                batch.append((self.lock_sessions(len(chunk)), spelling.id_params(chunk)))
         for chunk in _chunks(ids):
             chunk = chunk if self.backend.arrays else _padded(chunk)
             params = {**spelling.id_params(chunk), **key_params}
             batch.append((self.delete_values_many(len(chunk), key_count), params))
+        return batch
+
+    def delete_one(self, session_id: str, keys: list[str] | None) -> Batch:
+        """The statements that delete ``keys`` (or every key) of one session; first, where
+        the backend needs it, the one that locks the session."""
+        params: dict[str, Any] = {"session_id": session_id}
+        if keys is not None:
+            params.update(self.spelling.key_params(keys))
+        batch: Batch = [(self.delete_values(None if keys is None else len(keys)), params)]
+        if self.spelling.delete_locks_sessions:
+            batch.insert(0, (self.lock_session(), {"session_id": session_id}))
         return batch
 
     def _key_shape(self, key_count: int | None) -> int:
