@@ -44,16 +44,20 @@ class Operations(Generic[ModelT]):
         *,
         on_invalid: OnInvalid,
         create_tables: bool,
+        replica: Database | None = None,
     ) -> None:
         self.spec = spec
         self.statements = statements
         self.db = db
+        # Where queries (finds, listings, counts, bulk reads) run: a read replica, if any.
+        self.replica = replica
         self.on_invalid: OnInvalid = on_invalid
         self.tables_pending = create_tables
         self._tables_lock = asyncio.Lock()
 
     def on(self, db: Database) -> Operations[ModelT]:
-        """The same operations on another database handle (a caller's connection)."""
+        """The same operations on another database handle (a caller's connection), which
+        queries use too: a caller's transaction sees its own writes."""
         joined = Operations(
             self.spec,
             self.statements,
@@ -63,6 +67,15 @@ class Operations(Generic[ModelT]):
         )
         joined._tables_lock = self._tables_lock
         return joined
+
+    def on_primary(self) -> Operations[ModelT]:
+        """These operations with queries on the primary too, not on the read replica."""
+        return self.on(self.db)
+
+    @property
+    def reader(self) -> Database:
+        """The database queries run on: the read replica when there is one."""
+        return self.replica or self.db
 
     async def create_tables(self) -> None:
         await self.db.create_tables(self.statements.tables.metadata)
@@ -91,9 +104,21 @@ class Operations(Generic[ModelT]):
         return result
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> list[Sequence[Any]]:
-        """The rows of one read statement (tables created first when asked)."""
+        """The rows of one read statement on the primary (tables created first when asked)."""
         await self.ensure_tables()
         rows: list[Sequence[Any]] = await self.db.fetch(statement, params)
+        return rows
+
+    async def query(
+        self, statement: Any, params: dict[str, Any], *, session_id: str | None = None
+    ) -> list[Sequence[Any]]:
+        """The rows of a query (a find, listing, count or bulk read): on the read replica
+        when there is one, which may lag behind the primary."""
+        # Tables are created on the primary; the replica has them once it replays that.
+        await self.ensure_tables()
+        rows: list[Sequence[Any]] = await self.reader.fetch(
+            statement, params, session_id=session_id
+        )
         return rows
 
     # Reads
@@ -245,15 +270,25 @@ class Operations(Generic[ModelT]):
         ``messages``, stored JSON texts, in one transaction holding the session's lock.
 
         The session row stays, and with it the metadata; ``False`` when it is missing.
+        The new messages take the time of the newest message they replace, as the SDK's
+        own suffix replacement does: a message added after the replacement then follows
+        them. (On PostgreSQL a message's time is its transaction's start: one added by a
+        transaction that began before the replacement, and waited for its lock, would
+        otherwise come before them.)
         """
         statements = self.statements
         params = {"session_id": session_id}
 
         async def replace(db: Connection, rows: list[Row]) -> bool:
+            # The time as the database stored it, bound back unconverted (SQLite: its text).
+            found = await db.fetch(statements.history_end(messages_table), params)
+            end = found[0][0] if found else None
             await db.execute(statements.delete_history(messages_table), params)
             append = statements.append_history(messages_table)
             for message in messages:
-                await db.execute(append, {"session_id": session_id, "message_data": message})
+                await db.execute(
+                    append, {"session_id": session_id, "message_data": message, "created_at": end}
+                )
             await db.execute(statements.touch_session(), params)
             return True
 

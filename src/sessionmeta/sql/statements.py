@@ -209,14 +209,31 @@ class Statements:
             lambda: delete(messages).where(messages.c.session_id == bindparam("session_id")),
         )
 
+    def history_end(self, messages_table: str) -> CompiledStatement:
+        """The time of a session's newest message (``NULL`` when it has none)."""
+        messages = self.tables.metadata.tables[messages_table]
+        return self.compiled(
+            f"history_end:{messages_table}",
+            0,
+            lambda: select(func.max(messages.c.created_at)).where(
+                messages.c.session_id == bindparam("session_id")
+            ),
+        )
+
     def append_history(self, messages_table: str) -> CompiledStatement:
-        """Append one message (its stored JSON text) to a session's history."""
+        """Append one message (its stored JSON text) to a session's history, at the time
+        ``created_at`` (as :meth:`history_end` read it), or now when that is ``NULL``."""
         messages = self.tables.metadata.tables[messages_table]
         return self.compiled(
             f"append_history:{messages_table}",
             0,
             lambda: insert(messages).values(
-                session_id=bindparam("session_id"), message_data=bindparam("message_data")
+                session_id=bindparam("session_id"),
+                message_data=bindparam("message_data"),
+                created_at=func.coalesce(
+                    bindparam("created_at", type_=messages.c.created_at.type),
+                    func.current_timestamp(),
+                ),
             ),
         )
 
