@@ -175,8 +175,12 @@ class Database:
         retry: RetryPolicy,
         connection: AsyncConnection | None = None,
         sqlite_wal: bool = True,
+        replica: bool = False,
     ) -> None:
         self.engine = engine
+        # A read replica's errors name it: its failures are not the primary's.
+        self.replica = replica
+        self._on = f" on the read replica {shown_url(engine.url)}" if replica else ""
         self.backend: Backend = backend_for(engine.dialect)
         self.connect_timeout = connect_timeout
         self.retry = retry
@@ -197,6 +201,8 @@ class Database:
 
     def __repr__(self) -> str:
         where = "caller's connection" if self.connection is not None else "pool"
+        if self.replica:
+            where += ", read replica"
         return f"Database({shown_url(self.engine.url)!r}, {where})"
 
     @property
@@ -405,7 +411,7 @@ class Database:
             # nothing would hang the handshake without this bound.
             return await _within(self.connect_timeout, checkout)
         except asyncio.TimeoutError as exc:
-            url = shown_url(self.engine.url)
+            url = ("the read replica " if self.replica else "") + shown_url(self.engine.url)
             raise DatabaseError(
                 f"cannot connect to {url}: no connection within {self.connect_timeout} s "
                 "(the store's connect_timeout)",
@@ -414,13 +420,15 @@ class Database:
         except Exception as exc:
             if not self.is_driver_error(exc):
                 raise
+            url = ("the read replica " if self.replica else "") + shown_url(self.engine.url)
             raise DatabaseError(
-                f"cannot connect to {shown_url(self.engine.url)}: {describe(exc)}",
+                f"cannot connect to {url}: {describe(exc)}",
                 session_id=session_id,
             ) from exc
 
     def _translate(self, exc: BaseException, session_id: str | None, *, lost: bool) -> Exception:
         where = f" (session {session_id!r})" if session_id is not None else ""
+        where += self._on
         if lost:
             return DatabaseError(
                 f"lost the database connection{where}: {describe(exc)}", session_id=session_id

@@ -52,6 +52,10 @@ class ScopedStore(Generic[ModelT]):
         """A narrower view: this scope's pairs and the given ones together."""
         return ScopedStore(self.search, self.scope_of.narrowed({**(more or {}), **pairs}))
 
+    def on_primary(self) -> ScopedStore[ModelT]:
+        """This view with its queries on the primary; see :meth:`MetadataStore.on_primary`."""
+        return ScopedStore(self.search.on(self.search.ops.on_primary()), self.scope)
+
     def bind(self, session: str | HasSessionId) -> ScopedBoundMetadata[ModelT]:
         """The metadata of one session of this scope; other tenants' sessions are refused."""
         return ScopedBoundMetadata(self, check_session_id(session))

@@ -2,7 +2,8 @@
 
 Plans are checked by ``core.plan`` and their SQL built by ``sql.plans``; this
 module only fills parameters, runs the compiled statement through the store's
-operations and shapes the rows. Each method is one round trip.
+operations and shapes the rows. Each method is one round trip, run as a query
+(:meth:`Operations.query`): on the store's read replica when it has one.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Searcher(Generic[ModelT]):
         field = spec.field(key)
         (row,) = encode_model(spec, spec.validate_values({field.key: value}))
         params = {"key": row.key, "value_hash": row.value_hash, "limit": limit}
-        rows = await self.ops.fetch(self.ops.statements.find_equal(), params)
+        rows = await self.ops.query(self.ops.statements.find_equal(), params)
         return [session_id for (session_id,) in rows]
 
     async def find(
@@ -96,7 +97,7 @@ class Searcher(Generic[ModelT]):
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
         # One row more than asked tells whether another page follows.
-        rows = await self.ops.fetch(self.sql.ids(plan), {**plan.params, "limit": limit + 1})
+        rows = await self.ops.query(self.sql.ids(plan), {**plan.params, "limit": limit + 1})
         ids = [row[0] for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -117,7 +118,7 @@ class Searcher(Generic[ModelT]):
         plan = self.plan(filters, order_by, cursor, scope)
         spec = self.ops.spec
         statement = self.sql.listing(plan, None if spec.open else tuple(spec.fields))
-        rows = await self.ops.fetch(statement, {**plan.params, "limit": limit + 1})
+        rows = await self.ops.query(statement, {**plan.params, "limit": limit + 1})
         # Each session's id and sort value, in page order, then its model.
         entries: list[tuple[str, Any]]
         if self.sql.objects:
@@ -154,17 +155,21 @@ class Searcher(Generic[ModelT]):
             return self._many_adapter.validate_json(text)
         except ValidationError:
             # Name the session and key that do not fit (or read them as defaults), from
-            # the stored rows, as a single read does.
-            return [
-                self.ops.decode(session_id, await self.ops.rows(session_id, None))
-                for session_id, _ in sessions
-            ]
+            # the stored rows, as a single read does (where the listing read them).
+            select_values = self.ops.statements.select_values(None)
+            models = []
+            for session_id, _ in sessions:
+                rows = await self.ops.query(
+                    select_values, {"session_id": session_id}, session_id=session_id
+                )
+                models.append(self.ops.decode(session_id, [(key, value) for key, value in rows]))
+            return models
 
     async def count(
         self, filters: Iterable[FilterArg], scope: Mapping[str, Any] | None = None
     ) -> int:
         plan = self.plan(filters, "session_id", None, scope)
-        rows = await self.ops.fetch(self.sql.count(plan), plan.params)
+        rows = await self.ops.query(self.sql.count(plan), plan.params)
         return int(rows[0][0])
 
     async def many_rows(
@@ -189,7 +194,7 @@ class Searcher(Generic[ModelT]):
             padded = ids + [ids[-1]] * (size - len(ids))
             statement = self.sql.many(size, with_hashes=with_hashes)
             params = {f"id{index}": session_id for index, session_id in enumerate(padded)}
-        for row in await self.ops.fetch(statement, params):
+        for row in await self.ops.query(statement, params):
             rows = found.get(row[0])
             if rows is not None:
                 rows.append(row[1:])

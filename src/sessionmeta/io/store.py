@@ -45,6 +45,14 @@ class MetadataStore(Generic[ModelT]):
     journal to WAL (write-ahead logging, kept by the file); ``sqlite_wal=False``
     leaves the journal mode as it is, for every store on the engine.
 
+    ``read_engine`` (an engine on a read replica of the same database, same dialect
+    and driver) takes the queries: finds, listings, counts and :meth:`get_many`.
+    A replica may lag behind the primary, so a query there may miss a write just
+    made; :meth:`on_primary` is the store with its queries on the primary.
+    Writes, single-session reads (``bind(...).get_metadata()``, versioned reads,
+    ``exists``), scoped views' checks, ``using(connection)`` and ``sessionmeta
+    check`` always run on the primary.
+
     One store serves the whole application: share it across requests and tasks.
     """
 
@@ -60,6 +68,7 @@ class MetadataStore(Generic[ModelT]):
         connect_timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
         sqlite_wal: bool = True,
+        read_engine: AsyncEngine | None = None,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise InvalidArgumentError(
@@ -82,6 +91,8 @@ class MetadataStore(Generic[ModelT]):
             raise InvalidArgumentError(
                 f"engine must be a SQLAlchemy AsyncEngine (create_async_engine), not {engine!r}"
             )
+        if read_engine is not None:
+            _check_read_engine(engine, read_engine)
         self.model = model
         self.spec = ModelSpec(model)
         self.engine = engine
@@ -95,8 +106,23 @@ class MetadataStore(Generic[ModelT]):
             retry=retry or RetryPolicy(),
             sqlite_wal=sqlite_wal,
         )
+        self.read_engine = read_engine
+        replica = None
+        if read_engine is not None:
+            replica = Database(
+                read_engine,
+                connect_timeout=connect_timeout,
+                retry=db.retry,
+                sqlite_wal=sqlite_wal,
+                replica=True,
+            )
         self.ops: Operations[ModelT] = Operations(
-            self.spec, statements, db, on_invalid=on_invalid, create_tables=create_tables
+            self.spec,
+            statements,
+            db,
+            on_invalid=on_invalid,
+            create_tables=create_tables,
+            replica=replica,
         )
         self.search: Searcher[ModelT] = Searcher(self.ops, QuerySQL(engine.dialect, self.tables))
         self._owns_engine = False
@@ -115,13 +141,15 @@ class MetadataStore(Generic[ModelT]):
         connect_timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
         sqlite_wal: bool = True,
+        read_url: str | None = None,
     ) -> MetadataStore[ModelT]:
-        """A store on a new engine for ``url``, disposed of by :meth:`close`."""
-        try:
-            engine = create_async_engine(url, **dict(engine_kwargs or {}))
-        except Exception as exc:
-            # Bad URLs, unknown dialects and missing drivers all surface here.
-            raise DatabaseError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
+        """A store on a new engine for ``url`` (and one for the read replica at
+        ``read_url``, with the same ``engine_kwargs``), disposed of by :meth:`close`."""
+        engine = _new_engine(url, engine_kwargs)
+        read_engine = None
+        if read_url is not None:
+            # (Should this fail, the first engine has connected nothing yet.)
+            read_engine = _new_engine(read_url, engine_kwargs, "read replica ")
         store = cls(
             model,
             engine,
@@ -132,6 +160,7 @@ class MetadataStore(Generic[ModelT]):
             connect_timeout=connect_timeout,
             retry=retry,
             sqlite_wal=sqlite_wal,
+            read_engine=read_engine,
         )
         store._owns_engine = True
         return store
@@ -139,6 +168,8 @@ class MetadataStore(Generic[ModelT]):
     def __repr__(self) -> str:
         url = shown_url(self.engine.url)
         where = ", in the caller's transaction" if self.ops.db.in_caller_transaction else ""
+        if self.ops.replica is not None:
+            where += f", read_engine={shown_url(self.ops.replica.engine.url)!r}"
         return f"MetadataStore({self.spec.name}, {url!r}, table={self.tables.values.name!r}{where})"
 
     @property
@@ -174,14 +205,31 @@ class MetadataStore(Generic[ModelT]):
         view._owns_engine = False
         return view
 
+    def on_primary(self) -> MetadataStore[ModelT]:
+        """This store with its queries on the primary: read-your-writes for finds,
+        listings, counts and :meth:`get_many` when the store has a ``read_engine``.
+
+        ``store.on_primary().find_sessions(...)``, ``store.on_primary().scoped(...)``:
+        a view sharing the store's engines; cheap, make one per call. Without a read
+        replica it reads as the store does.
+        """
+        view: MetadataStore[ModelT] = MetadataStore.__new__(MetadataStore)
+        view.__dict__.update(self.__dict__)
+        view.ops = self.ops.on_primary()
+        view.search = self.search.on(view.ops)
+        view._owns_engine = False
+        return view
+
     async def create_tables(self) -> None:
         """Create the sessions table (when missing) and the metadata tables, with indexes."""
         await self.ops.create_tables()
 
     async def close(self) -> None:
-        """Dispose of the engine if this store created it (:meth:`from_url`)."""
+        """Dispose of the engines if this store created them (:meth:`from_url`)."""
         if self._owns_engine:
             await self.engine.dispose()
+            if self.read_engine is not None:
+                await self.read_engine.dispose()
 
     async def __aenter__(self) -> MetadataStore[ModelT]:
         return self
@@ -209,7 +257,8 @@ class MetadataStore(Generic[ModelT]):
         """Ids of sessions whose stored ``key`` equals ``value``, in id order, at most ``limit``.
 
         ``value`` is validated and encoded through the field's type first, so it
-        matches exactly what :meth:`BoundMetadata.set_metadata` stored.
+        matches exactly what :meth:`BoundMetadata.set_metadata` stored. Runs on the
+        read replica when the store has one (:meth:`on_primary` for the primary).
         """
         return await self.search.find_equal(key, value, limit)
 
@@ -228,6 +277,8 @@ class MetadataStore(Generic[ModelT]):
         ``"updated_at"`` or a metadata key, with ``-`` in front for descending, or an
         :class:`OrderBy`. The page's ``next_cursor``, passed back as ``cursor``,
         continues after its last session. Everything is checked before any I/O.
+        Runs on the read replica when the store has one (:meth:`on_primary` for the
+        primary).
         """
         return await self.search.find(filters, order_by=order_by, limit=limit, cursor=cursor)
 
@@ -249,7 +300,9 @@ class MetadataStore(Generic[ModelT]):
         """The metadata of several sessions in one query, keyed by session id.
 
         Every requested id is in the result; a session with nothing stored reads
-        as the model's defaults, as :meth:`BoundMetadata.get_metadata` does.
+        as the model's defaults, as :meth:`BoundMetadata.get_metadata` does. A query
+        like a find: on the read replica when the store has one (:meth:`on_primary`
+        for the primary); one session's ``bind(...).get_metadata()`` reads the primary.
         """
         return await self.search.many(sessions)
 
@@ -295,3 +348,27 @@ class MetadataStore(Generic[ModelT]):
         operation checks the scope in the same statement or transaction as its action.
         """
         return ScopedStore(self.search, {**(scope or {}), **pairs})
+
+
+def _new_engine(url: str, engine_kwargs: Mapping[str, Any] | None, what: str = "") -> AsyncEngine:
+    try:
+        return create_async_engine(url, **dict(engine_kwargs or {}))
+    except Exception as exc:
+        # Bad URLs, unknown dialects and missing drivers all surface here.
+        raise DatabaseError(f"cannot use {what}database URL {shown_url(url)!r}: {exc}") from exc
+
+
+def _check_read_engine(engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+    """A read replica runs the primary's compiled statements: same dialect, same driver."""
+    if not isinstance(read_engine, AsyncEngine):
+        raise InvalidArgumentError(
+            "read_engine must be a SQLAlchemy AsyncEngine (create_async_engine) on a read "
+            f"replica, not {read_engine!r}"
+        )
+    primary, replica = engine.dialect, read_engine.dialect
+    if (primary.name, primary.driver) != (replica.name, replica.driver):
+        raise InvalidArgumentError(
+            f"read_engine {shown_url(read_engine.url)!r} is {replica.name}+{replica.driver}, "
+            f"but the store's engine is {primary.name}+{primary.driver}: a read replica "
+            "takes the same dialect and driver"
+        )
