@@ -154,3 +154,45 @@ def write_chart(path: Path, results: list[Result]) -> bool:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
+
+
+def write_ratio_chart(path: Path, results: list[Result], impl: str, floors: dict[str, str]) -> bool:
+    """``impl``'s median over each backend's floor, per operation: one group of bars per
+    operation, one bar per backend, a line at 1.5x. False when nothing has a ratio."""
+    ratios = {
+        (r.backend, r.op): r.ratios[floors[r.backend]]
+        for r in results
+        if r.impl == impl and r.sessions is None and floors.get(r.backend) in r.ratios
+    }
+    if not ratios:
+        return False
+    try:
+        import matplotlib
+    except ImportError:
+        print("no ratio chart: matplotlib is not installed (the bench group)")
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = list(dict.fromkeys(op for _, op in ratios))
+    backends = list(dict.fromkeys(backend for backend, _ in ratios))
+    width = 0.8 / len(backends)
+    figure, axis = plt.subplots(figsize=(max(8, 1.3 * len(ops)), 4.5))
+    for number, backend in enumerate(backends):
+        positions = [
+            index + (number - (len(backends) - 1) / 2) * width for index in range(len(ops))
+        ]
+        heights = [ratios.get((backend, op), 0.0) for op in ops]
+        bars = axis.bar(positions, heights, width, label=f"{backend} (÷ {floors[backend]})")
+        axis.bar_label(bars, fmt="%.2f", fontsize="x-small", padding=1)
+    axis.axhline(1.5, color="grey", linestyle="--", linewidth=1, label="1.5x target")
+    axis.set_xticks(range(len(ops)), ops, rotation=30, ha="right", fontsize="small")
+    axis.set_ylabel(f"{impl} median ÷ floor")
+    axis.set_title(f"{impl} against a hand-written statement on a held connection")
+    axis.legend(fontsize="small")
+    axis.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True

@@ -409,6 +409,9 @@ async def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out / 'results.json'}")
     if harness.write_chart(args.out / "scaling.png", results):
         print(f"wrote {args.out / 'scaling.png'}")
+    async_floors = {backend: names[0] for backend, names in floors.items()}
+    if harness.write_ratio_chart(args.out / "ratios.png", results, SM, async_floors):
+        print(f"wrote {args.out / 'ratios.png'}")
     if getattr(args, "failed", False):
         print("the scaling runs failed: see the error above", file=sys.stderr)
         return 1
