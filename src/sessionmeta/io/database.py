@@ -198,6 +198,8 @@ class Database:
             _install_sqlite_pragmas(engine)
         if self.backend.write_ahead_log:
             _install_sqlite_wal(engine, wanted=sqlite_wal)
+        if self.backend.galera:
+            _install_galera_sync_wait(engine)
 
     def __repr__(self) -> str:
         where = "caller's connection" if self.connection is not None else "pool"
@@ -715,6 +717,45 @@ def _sqlite_wal(
         )
     finally:
         cursor.close()
+
+
+# wsrep_sync_wait's bits for reads (SELECT, and BEGIN), updates and deletes, inserts.
+GALERA_SYNC_WAIT = 1 | 2 | 4
+_GALERA_DONE = "sessionmeta_galera_sync_wait"
+
+
+def _galera_sync_wait(
+    dbapi_connection: Any,
+    connection_record: ConnectionPoolEntry,
+    connection_proxy: PoolProxiedConnection,
+) -> None:
+    # A Galera node applies the other nodes' commits asynchronously: by default a read
+    # there can miss a write the cluster has acknowledged to its caller, and a delete
+    # or an insert can act on the rows as they were before it. With these
+    # wsrep_sync_wait bits each such statement first waits until the node has applied
+    # every commit the cluster had when the statement arrived: a store on any node
+    # sees what a store on any other node wrote (docs/scaling.md). Bits the application
+    # or the server set stay. Once per connection, on checkout as for SQLite's pragmas;
+    # a plain MySQL or MariaDB server answers the look with no wsrep_on, or OFF.
+    if connection_record.info.get(_GALERA_DONE):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_sync_wait')")
+        variables = {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+        if variables.get("wsrep_on", "").upper() == "ON":
+            current = int(variables.get("wsrep_sync_wait") or 0)
+            if current | GALERA_SYNC_WAIT != current:
+                cursor.execute(f"SET SESSION wsrep_sync_wait = {current | GALERA_SYNC_WAIT}")
+    finally:
+        cursor.close()
+    connection_record.info[_GALERA_DONE] = True
+
+
+def _install_galera_sync_wait(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+    if not event.contains(sync_engine, "checkout", _galera_sync_wait):
+        event.listen(sync_engine, "checkout", _galera_sync_wait)
 
 
 _KEEP_JOURNAL_MODE = "_sessionmeta_keep_sqlite_journal_mode"

@@ -659,6 +659,9 @@ class Backend:
     parent_columns: ParentColumns | None = None
     # Whether ``CREATE INDEX IF NOT EXISTS`` exists (MySQL has none; MariaDB has).
     create_index_if_not_exists: bool = True
+    # The server may be a node of a Galera cluster (MariaDB's multi-primary cluster), whose
+    # connections need wsrep_sync_wait to see every write the cluster acknowledged.
+    galera: bool = False
     # The aggregate that gathers a session's (key, value) rows into the JSON object a
     # read validates, keeping each value's text as stored; ``None`` where the database
     # would rewrite it (MySQL's JSON type reformats numbers and reorders objects).
@@ -717,6 +720,7 @@ BACKENDS: tuple[Backend, ...] = (
         _mysql_kind,
         parent_columns=_MySQLParentColumns(),
         create_index_if_not_exists=False,
+        galera=True,
     ),
     Backend(
         "mariadb",
@@ -728,6 +732,7 @@ BACKENDS: tuple[Backend, ...] = (
         _mariadb_dialect,
         _mysql_kind,
         parent_columns=_MySQLParentColumns(),
+        galera=True,
     ),
     Backend(
         "sqlite",
