@@ -7,27 +7,22 @@ refused entirely after it: A never reads B's data, never changes B's session,
 and never undoes the hand-over. Likewise two tenants claiming one free session
 at once leave it to exactly one of them.
 
-Each test races many rounds, each on its own session, ``WAVE`` rounds at a time;
-in each round the two sides start together, or one of them is held back by up to
-twice the median time the racing calls have taken so far (so the spread follows
-the backend and the implementation), so that both orders, and the overlaps
-between them, occur. Every broken invariant of every round is counted; a test
-fails with the counts per invariant and a few examples, and also when the race
-never went one of its two ways (which would make its passing meaningless).
+Each test races many rounds, each on its own session, ``WAVE`` rounds at a time,
+with the harness of ``tests/racing.py``: in each round the two sides start
+together, or one of them is held back by up to twice the median time the racing
+calls have taken so far, so that both orders, and the overlaps between them, occur.
+Every broken invariant of every round is counted; a test fails with the counts per
+invariant and a few examples, and also when the race never went one of its two
+ways (which would make its passing meaningless).
 
 Rounds per test: ``SESSIONMETA_SCOPE_RACE_ROUNDS`` (default 150).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-import statistics
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -41,6 +36,8 @@ from sessionmeta import (
     SessionNotInScopeError,
     Versioned,
 )
+
+from .racing import Tally, kind, race, run_rounds
 
 ROUNDS = int(os.environ.get("SESSIONMETA_SCOPE_RACE_ROUNDS", "150"))
 # Rounds raced at the same time, each on its own session (and its own connections).
@@ -67,81 +64,6 @@ def stored(meta: Meta) -> dict[str, Any]:
     return {name: getattr(meta, name) for name in sorted(meta.model_fields_set)}
 
 
-def kind(result: object) -> str:
-    return "ok" if not isinstance(result, BaseException) else type(result).__name__
-
-
-@dataclass
-class Tally:
-    """Outcomes and broken invariants over every round of one test."""
-
-    backend: str
-    outcomes: Counter[str] = field(default_factory=Counter)
-    broken: Counter[str] = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-    # How long the racing calls took, most recent last.
-    durations: list[float] = field(default_factory=list)
-
-    @property
-    def jitter(self) -> float:
-        """Twice the median time of the recent racing calls: the spread of their start offsets."""
-        if not self.durations:
-            return 0.0
-        return min(max(2 * statistics.median(self.durations[-100:]), 0.0005), 0.05)
-
-    def expect(self, holds: bool, invariant: str, index: int, detail: object) -> None:
-        if not holds:
-            self.broken[invariant] += 1
-            if len(self.examples) < 5:
-                self.examples.append(f"round {index}: {invariant}: {detail!r}")
-
-    def report(self) -> str:
-        return (
-            f"{self.backend}, {ROUNDS} rounds, jitter {self.jitter * 1000:.1f} ms: "
-            f"broken {dict(self.broken)}; outcomes {dict(self.outcomes)}; e.g. "
-            + "; ".join(self.examples)
-        )
-
-    def verdict(self, *both_ways: Iterable[str]) -> None:
-        """No invariant broke; and each group of outcomes was seen, so the race went both ways."""
-        assert not self.broken, self.report()
-        for group in both_ways:
-            seen = sum(self.outcomes[outcome] for outcome in group)
-            assert seen > 0, f"the race never gave {list(group)}: " + self.report()
-
-
-async def race(
-    tally: Tally,
-    rng: random.Random,
-    first: Callable[[], Awaitable[Any]],
-    second: Callable[[], Awaitable[Any]],
-) -> tuple[object, object]:
-    """Both calls' outcomes (a result or the exception raised), run at once.
-
-    One of them is held back by up to ``tally.jitter``, more often by little than
-    by much, or (one round in five) neither is; and they are started in either
-    order, since with no delay the one started first sends its first statement first.
-    """
-    jitter = tally.jitter
-    offset = 0.0 if rng.random() < 0.2 else rng.choice([-1, 1]) * jitter * rng.random() ** 2
-
-    async def attempt(call: Callable[[], Awaitable[Any]], delay: float) -> object:
-        await asyncio.sleep(delay)
-        started = time.perf_counter()
-        try:
-            return await call()
-        except Exception as exc:
-            return exc
-        finally:
-            tally.durations.append(time.perf_counter() - started)
-
-    calls = [(first, max(offset, 0.0)), (second, max(-offset, 0.0))]
-    order = [0, 1] if rng.random() < 0.5 else [1, 0]
-    results = await asyncio.gather(*(attempt(*calls[which]) for which in order))
-    by_call = dict(zip(order, results, strict=True))
-    return by_call[0], by_call[1]
-
-
 async def make_store(engine: AsyncEngine) -> MetadataStore[Meta]:
     store = MetadataStore(Meta, engine, create_tables=True)
     await store.create_tables()
@@ -150,13 +72,7 @@ async def make_store(engine: AsyncEngine) -> MetadataStore[Meta]:
 
 async def rounds(one_round: Callable[[int, random.Random], Awaitable[None]]) -> None:
     """``ROUNDS`` rounds, ``WAVE`` at a time, each with its own seeded random schedule."""
-    for start in range(0, ROUNDS, WAVE):
-        await asyncio.gather(
-            *(
-                one_round(index, random.Random(SEED * 1000 + index))
-                for index in range(start, min(start + WAVE, ROUNDS))
-            )
-        )
+    await run_rounds(ROUNDS, WAVE, SEED, one_round)
 
 
 # Scoped writes --------------------------------------------------------------------------
@@ -172,7 +88,7 @@ async def test_scoped_write_never_undoes_a_hand_over(
     the hand-over writes B's title too, never). Conditionally (``expected_version`` from an
     in-scope versioned read), A may also get ConflictError."""
     store = await make_store(wide_engine)
-    tally = Tally(backend)
+    tally = Tally(backend, ROUNDS)
     view_a = store.scoped(owner_id="A")
     allowed: tuple[type[Exception], ...] = (
         (ConflictError, SessionNotInScopeError) if conditional else (SessionNotInScopeError,)
@@ -237,7 +153,7 @@ async def test_scoped_change_never_touches_the_new_owners_data(
     """A's delete or list change either precedes the hand-over (which then overwrites every
     key) or is refused: in every order the session ends up exactly as B's hand-over wrote it."""
     store = await make_store(wide_engine)
-    tally = Tally(backend)
+    tally = Tally(backend, ROUNDS)
     view_a = store.scoped(owner_id="A")
 
     def scoped_change(session_id: str) -> Awaitable[None]:
@@ -288,7 +204,7 @@ async def test_scoped_read_never_sees_the_new_owners_data(
     (whose title the hand-over writes with the new owner); a version returned with it is the
     version of that state."""
     store = await make_store(wide_engine)
-    tally = Tally(backend)
+    tally = Tally(backend, ROUNDS)
     view_a = store.scoped(owner_id="A")
     expected = A_START if keys is None else {"title": A_START["title"]}
 
@@ -348,7 +264,7 @@ async def test_two_tenants_claiming_one_free_session_leave_one_owner(
     """A's and B's scoped views write the same free session at once: exactly one succeeds,
     the other gets SessionNotInScopeError, and the session holds the winner's write alone."""
     store = await make_store(wide_engine)
-    tally = Tally(backend)
+    tally = Tally(backend, ROUNDS)
     views: dict[str, ScopedStore[Meta]] = {
         "A": store.scoped(owner_id="A"),
         "B": store.scoped(owner_id="B"),
