@@ -9,13 +9,17 @@ When no standby answers there the tests skip with one line, or fail under CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -31,6 +35,7 @@ REPLICA_URL = os.environ.get(
     make_url(POSTGRES_URL).set(port=5433).render_as_string(hide_password=False),
 )
 CATCH_UP_SECONDS = 60.0
+ROOT = Path(__file__).resolve().parent.parent
 _problem: list[str | None] = []
 
 
@@ -364,3 +369,31 @@ def test_a_read_engine_must_speak_the_primary_dialect_and_driver() -> None:
         MetadataStore(ChatMeta, primary, read_engine=create_async_engine(REPLICA_URL))
     with pytest.raises(InvalidArgumentError, match="read_engine must be a SQLAlchemy AsyncEngine"):
         MetadataStore(ChatMeta, primary, read_engine=REPLICA_URL)  # type: ignore[arg-type]
+
+
+async def test_the_replica_benchmark_measures_both_nodes_and_drops_its_tables(
+    primary: AsyncEngine, tmp_path: Path
+) -> None:
+    out = tmp_path / "replica.json"
+    tiny = ["--sessions", "300", "--calls", "3", "--delay-writes", "2"]
+    tiny += ["--seconds", "0.3", "--repeats", "1", "--concurrency", "2"]
+    command = [sys.executable, "benchmarks/replica.py", *tiny, "--out", str(out)]
+    command += ["--postgres-url", POSTGRES_URL, "--replica-url", REPLICA_URL]
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, stderr.decode()
+    found = json.loads(out.read_text())
+    measured = {(row["op"], row["impl"]) for row in found["latency"]}
+    assert ("find (equality, 100 sessions)", "standby") in measured
+    assert ("get_metadata (one session)", "primary") in measured
+    assert found["replication_delay_ms"]["writes"] == 2
+    assert all(rate["two_readers_per_s"] > 0 for rate in found["throughput"])
+    assert "two readers /s" in stdout.decode()
+    async with primary.connect() as connection:
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert [name for name in names if name.startswith("smbench_replica")] == []
