@@ -9,8 +9,9 @@ made at the start and kept to the end. The store first writes and reads a few se
 on the empty tables, as an application starting on a new database does, so its pooled
 connections prepare their statements while the tables are empty (those sessions are
 then deleted). Then the tables grow in steps through the same store, ``set_many`` of
-``--chunk`` sessions at a time (the benchmark model's ten keys, a list among them), and
-at each size (``--sizes``) three calls are timed:
+``--chunk`` sessions at a time (the benchmark model's ten keys, a list among them), with
+one ``set_metadata`` and one ``get_metadata`` between chunks, so the pool keeps serving
+as the tables grow; and at each size (``--sizes``) three calls are timed:
 
 * ``set existing``: ``bind(sid).set_metadata(...)`` of all ten keys, new values, to a
   session already stored (a different one each call, spread over the whole table);
@@ -22,9 +23,14 @@ The same three calls run on a fresh engine (a new pool, its connections opened a
 size) in the same rounds, in a rotating order, so both see the same noise. Each figure
 is the median of ``--calls`` calls (after ``--warmup``), with its ratio to the figure at
 the first size. The new sessions are deleted after each step, so every step measures
-the size it names. On PostgreSQL the counts of generic and custom plans of the pooled
-connections' prepared statements (``pg_prepared_statements``) and the tables' last
-(auto)analyze are recorded too. Output: a table, and ``write_growth.json`` in ``--out``.
+the size it names. A ``SELECT 1`` on the fresh pool, timed in the same rounds, shows how
+loaded the machine was at each size. Recorded too, per timed call: on PostgreSQL the
+blocks of these tables read from outside the shared buffers, their sequential scans and
+the rows these read, and (server-wide) WAL full-page images and bytes; on MariaDB
+InnoDB's pages read from disk and its logical reads (server-wide). On PostgreSQL also
+the counts of generic and custom plans of a pooled connection's prepared statements
+(``pg_prepared_statements``), and whether the tables were ever analyzed. Output: a
+table, and ``write_growth.json`` in ``--out``.
 PostgreSQL is ``--postgres-url``, else ``SESSIONMETA_BENCH_POSTGRES_URL``, else
 ``SESSIONMETA_TEST_POSTGRES_URL``, else the local ``test`` database; MariaDB/MySQL
 likewise ``--mysql-url``, ``SESSIONMETA_BENCH_MYSQL_URL``, ``SESSIONMETA_TEST_MYSQL_URL``;
@@ -64,6 +70,7 @@ SESSIONS = "smbench_grow_sessions"
 METADATA = "smbench_grow_metadata"
 TABLES = (f"{METADATA}_items", METADATA, SESSIONS)
 OPS = ("set existing", "set new", "get")
+ROUND_TRIP = "SELECT 1"
 POOLED, FRESH = "pooled", "fresh pool"
 DEFAULT_URLS = {
     "postgres": "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
@@ -108,12 +115,20 @@ async def delete_sessions(admin: AsyncEngine, ids: list[str]) -> None:
 
 
 async def load(store: MetadataStore[BenchMeta], start: int, stop: int, chunk: int) -> None:
-    """Sessions ``start`` to ``stop`` through the store: ``set_many`` of ``chunk`` at a time."""
+    """Sessions ``start`` to ``stop`` through the store: ``set_many`` of ``chunk`` at a time.
+
+    Between chunks the store keeps serving single calls, a write and a read, as an
+    application's would: its pooled connections keep their prepared statements (asyncpg
+    drops one unused for five minutes), and the plans cached for them.
+    """
     started = time.perf_counter()
     step = max((stop - start) // 10, 1)
     shown = start
     for batch in batches(start, stop, chunk):
         await store.set_many({session_id(index): values_of(index) for index in batch})
+        bound = store.bind(session_id(batch.start))
+        await bound.set_metadata(values_of(batch.start))
+        await bound.get_metadata()
         if batch.stop - shown >= step and batch.stop < stop:
             shown = batch.stop
             rate = (batch.stop - start) / (time.perf_counter() - started)
@@ -185,13 +200,46 @@ async def postgres_state(engine: AsyncEngine, admin: AsyncEngine) -> dict[str, A
     return state
 
 
-async def mysql_reads(admin: AsyncEngine) -> int:
-    """InnoDB's count of pages read from disk (server-wide: other clients count too)."""
+# What the database did during the timed calls, read before and after them: blocks of
+# our tables read from outside PostgreSQL's shared buffers (from the OS or the disk) and
+# sequential scans of them (a plan that stopped using an index shows here), and,
+# server-wide (other clients count too), WAL full-page images and bytes, or InnoDB's
+# pages read from disk and logical reads.
+COUNTERS = {
+    "postgres": (
+        "SELECT 'blocks read', sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0))"
+        " FROM pg_statio_user_tables WHERE relname LIKE 'smbench_grow_%'"
+        " UNION ALL SELECT 'blocks hit',"
+        " sum(coalesce(heap_blks_hit, 0) + coalesce(idx_blks_hit, 0))"
+        " FROM pg_statio_user_tables WHERE relname LIKE 'smbench_grow_%'"
+        " UNION ALL SELECT 'sequential scans', sum(seq_scan)"
+        " FROM pg_stat_user_tables WHERE relname LIKE 'smbench_grow_%'"
+        " UNION ALL SELECT 'rows read by them', sum(seq_tup_read)"
+        " FROM pg_stat_user_tables WHERE relname LIKE 'smbench_grow_%'"
+        " UNION ALL SELECT 'WAL full-page images (server)', wal_fpi FROM pg_stat_wal"
+        " UNION ALL SELECT 'WAL bytes (server)', wal_bytes FROM pg_stat_wal"
+    ),
+    "mysql": (
+        "SELECT 'InnoDB pages read from disk (server)', VARIABLE_VALUE"
+        " FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_READS'"
+        " UNION ALL SELECT 'InnoDB logical reads (server)', VARIABLE_VALUE"
+        " FROM information_schema.GLOBAL_STATUS"
+        " WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_READ_REQUESTS'"
+    ),
+}
+# PostgreSQL's backends report their statistics at most once a second, and an idle one
+# within ten: wait that long before reading them.
+STATISTICS_DELAY_S = {"postgres": 11.0}
+
+
+async def counters(backend: str, admin: AsyncEngine, settle: bool) -> dict[str, float]:
+    if backend not in COUNTERS:
+        return {}
+    if settle:
+        await asyncio.sleep(STATISTICS_DELAY_S.get(backend, 0))
     async with admin.connect() as connection:
-        row = (
-            await connection.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'"))
-        ).one()
-    return int(row[1])
+        rows = await connection.execute(text(COUNTERS[backend]))
+        return {str(name): float(value or 0) for name, value in rows}
 
 
 async def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -221,29 +269,36 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[
             fresh_engine = create_async_engine(url)
             pooled = Calls(store, size, POOLED, 13)
             fresh = Calls(new_store(fresh_engine), size, FRESH, 13 + size // 2)
-            reads = await mysql_reads(admin) if backend == "mysql" else None
+
+            async def select_1(i: int, engine: AsyncEngine = fresh_engine) -> None:
+                # The round trip alone: how loaded the machine and the server are.
+                async with engine.connect() as connection:
+                    await connection.exec_driver_sql("SELECT 1")
+
+            before = await counters(backend, admin, settle=not args.quick)
             started = time.perf_counter()
             try:
                 results = await measure(
                     backend,
                     "write growth",
-                    [*pooled.entries(), *fresh.entries()],
+                    [*pooled.entries(), *fresh.entries(), Entry(ROUND_TRIP, select_1)],
                     rounds=args.calls,
                     warmup=args.warmup,
                     sessions=size,
                 )
             finally:
                 await fresh_engine.dispose()
+            measured_s = time.perf_counter() - started
+            after = await counters(backend, admin, settle=not args.quick)
+            calls = 2 * len(OPS) * (args.calls + args.warmup)
             step: dict[str, Any] = {
                 "backend": backend,
                 "sessions": size,
                 "load_seconds": round(load_s, 1),
-                "measure_seconds": round(time.perf_counter() - started, 1),
+                "measure_seconds": round(measured_s, 1),
                 "results": results,
+                "per_call": {name: (after[name] - before[name]) / calls for name in after},
             }
-            if reads is not None:
-                calls = 6 * (args.calls + args.warmup)
-                step["innodb_disk_reads_per_call"] = (await mysql_reads(admin) - reads) / calls
             if backend == "postgres":
                 step["postgres"] = await postgres_state(engine, admin)
             steps.append(step)
@@ -266,8 +321,9 @@ def figure(step: dict[str, Any], name: str) -> float:
 
 def table(steps: list[dict[str, Any]]) -> str:
     """One row per size and backend: each median in ms, with its ratio to the first size."""
-    names = [f"{op}, {where}" for where in (POOLED, FRESH) for op in OPS]
-    headers = ["sessions", "backend", *[name.replace(", ", " (") + ")" for name in names]]
+    names = [f"{op}, {where}" for where in (POOLED, FRESH) for op in OPS] + [ROUND_TRIP]
+    headers = ["sessions", "backend"]
+    headers += [name.replace(", ", " (") + ")" if ", " in name else name for name in names]
     lines = [headers]
     first: dict[tuple[str, str], float] = {}
     for step in steps:
@@ -338,9 +394,10 @@ async def main(argv: list[str] | None = None) -> int:
     print(table(steps))
     for step in steps:
         notes = []
-        if "innodb_disk_reads_per_call" in step:
+        if step["per_call"]:
             notes.append(
-                f"InnoDB pages read from disk per call {step['innodb_disk_reads_per_call']:.1f}"
+                "per timed call: "
+                + ", ".join(f"{name} {value:,.1f}" for name, value in step["per_call"].items())
             )
         for prepared in step.get("postgres", {}).get("prepared", []):
             notes.append(
