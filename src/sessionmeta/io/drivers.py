@@ -216,7 +216,11 @@ class _MySQL(Driver):
 
     async def begin(self, statement: str | None) -> None:
         self._ended = False
-        await self.connection.begin()
+        autocommit = getattr(self.connection, "get_autocommit", None)
+        if autocommit is None or autocommit():
+            await self.connection.begin()
+        # Else the first statement opens the transaction, as BEGIN would (its snapshot
+        # too is taken at the first read): one round trip fewer.
 
     async def commit(self) -> None:
         await self.connection.commit()
