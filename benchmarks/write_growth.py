@@ -8,10 +8,16 @@ For each backend one engine (one SQLAlchemy pool, default settings) and one stor
 made at the start and kept to the end. The store first writes and reads a few sessions
 on the empty tables, as an application starting on a new database does, so its pooled
 connections prepare their statements while the tables are empty (those sessions are
-then deleted). Then the tables grow in steps through the same store, ``set_many`` of
-``--chunk`` sessions at a time (the benchmark model's ten keys, a list among them), with
-one ``set_metadata`` and one ``get_metadata`` between chunks, so the pool keeps serving
-as the tables grow; and at each size (``--sizes``) three calls are timed:
+then deleted). Then the tables grow in steps, the benchmark model's ten keys per session
+(a list among them), with one ``set_metadata`` and one ``get_metadata`` through the pool
+between chunks, so it keeps serving as the tables grow. MariaDB and SQLite load through
+the same store, ``set_many`` of ``--chunk`` sessions at a time. PostgreSQL loads with
+COPY on a connection of its own, the rows exactly as ``set_many`` stores them
+(``setup_db.check_encoding``): ``set_many`` on a pool that has served since the tables
+were empty slows down as they grow (its foreign-key checks run a plan cached then; see
+benchmarks/README.md), to about 100 sessions a second past 100,000, so a million would
+take a day; ``--load set_many`` loads through the store there too. At each size
+(``--sizes``) three calls are timed:
 
 * ``set existing``: ``bind(sid).set_metadata(...)`` of all ten keys, new values, to a
   session already stored (a different one each call, spread over the whole table);
@@ -58,8 +64,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 from data import KEYS, BenchMeta, session_id, values_of  # noqa: E402
 from harness import Entry, Result, measure  # noqa: E402
-from setup_db import batches  # noqa: E402
+from setup_db import ITEM_COLUMNS, all_rows, batches, check_encoding  # noqa: E402
 from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
@@ -69,6 +76,7 @@ from sessionmeta import MetadataStore  # noqa: E402
 SESSIONS = "smbench_grow_sessions"
 METADATA = "smbench_grow_metadata"
 TABLES = (f"{METADATA}_items", METADATA, SESSIONS)
+VALUE_COLUMNS = ["session_id", "key", "value", "value_hash", "sort_key"]
 OPS = ("set existing", "set new", "get")
 ROUND_TRIP = "SELECT 1"
 POOLED, FRESH = "pooled", "fresh pool"
@@ -114,8 +122,11 @@ async def delete_sessions(admin: AsyncEngine, ids: list[str]) -> None:
             )
 
 
-async def load(store: MetadataStore[BenchMeta], start: int, stop: int, chunk: int) -> None:
-    """Sessions ``start`` to ``stop`` through the store: ``set_many`` of ``chunk`` at a time.
+async def load(
+    store: MetadataStore[BenchMeta], start: int, stop: int, chunk: int, copy: Any = None
+) -> None:
+    """Sessions ``start`` to ``stop``: ``set_many`` of ``chunk`` at a time, or COPY on the
+    asyncpg connection ``copy`` (chunks of at least 5,000).
 
     Between chunks the store keeps serving single calls, a write and a read, as an
     application's would: its pooled connections keep their prepared statements (asyncpg
@@ -124,8 +135,15 @@ async def load(store: MetadataStore[BenchMeta], start: int, stop: int, chunk: in
     started = time.perf_counter()
     step = max((stop - start) // 10, 1)
     shown = start
-    for batch in batches(start, stop, chunk):
-        await store.set_many({session_id(index): values_of(index) for index in batch})
+    for batch in batches(start, stop, chunk if copy is None else max(chunk, 5000)):
+        if copy is None:
+            await store.set_many({session_id(index): values_of(index) for index in batch})
+        else:
+            ids = [(session_id(index),) for index in batch]
+            await copy.copy_records_to_table(SESSIONS, records=ids, columns=["session_id"])
+            rows, items = all_rows(batch)
+            await copy.copy_records_to_table(METADATA, records=rows, columns=VALUE_COLUMNS)
+            await copy.copy_records_to_table(TABLES[0], records=items, columns=ITEM_COLUMNS)
         bound = store.bind(session_id(batch.start))
         await bound.set_metadata(values_of(batch.start))
         await bound.get_metadata()
@@ -247,6 +265,14 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[
     admin = create_async_engine(url, poolclass=NullPool)  # DDL and clean-up, outside it
     store = new_store(engine)
     steps: list[dict[str, Any]] = []
+    copy = None
+    if backend == "postgres" and args.load == "auto":
+        import asyncpg
+
+        check_encoding()  # COPY stores exactly what set_many would
+        copy = await asyncpg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(False)
+        )
     try:
         await drop_tables(admin)
         await store.create_tables()
@@ -262,7 +288,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[
         loaded = 0
         for size in sorted(args.sizes):
             started = time.perf_counter()
-            await load(store, loaded, size, args.chunk)
+            await load(store, loaded, size, args.chunk, copy)
             loaded = size
             load_s = time.perf_counter() - started
             say(f"{backend}: {size:,} sessions loaded ({load_s:.0f} s)")
@@ -305,6 +331,8 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> list[
             await delete_sessions(admin, pooled.created + fresh.created)
             say(f"{backend}: {size:,} sessions measured")
     finally:
+        if copy is not None:
+            await copy.close()
         await store.close()
         await engine.dispose()
         try:
@@ -359,6 +387,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300, help="timed calls of each operation")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls before them")
     parser.add_argument("--chunk", type=int, default=1000, help="sessions per set_many call")
+    parser.add_argument(
+        "--load",
+        choices=("auto", "set_many"),
+        default="auto",
+        help="auto: COPY on PostgreSQL, set_many elsewhere; set_many: through the store everywhere",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--quick", action="store_true", help="a tiny run, to check that it works")
     args = parser.parse_args(argv)
@@ -425,6 +459,7 @@ async def main(argv: list[str] | None = None) -> int:
         "calls": args.calls,
         "warmup": args.warmup,
         "chunk": args.chunk,
+        "load": args.load,
     }
     serial = [{**step, "results": [vars(result) for result in step["results"]]} for step in steps]
     path.write_text(json.dumps({"info": info, "steps": serial}, indent=2, default=str) + "\n")
