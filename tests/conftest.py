@@ -67,7 +67,7 @@ async def _connect_error(url: str | URL, **engine_kwargs: Any) -> Exception | No
 
 def _is_missing_database(exc: Exception) -> bool:
     """Whether the server answered that the URL's database does not exist."""
-    # SQLAlchemy wraps the driver's error; 2.0.38 lets asyncpg's through at connect time.
+    # SQLAlchemy 2.1 wraps the driver's error; 2.0 lets asyncpg's through at connect time.
     driver_error = getattr(exc, "orig", exc)
     if getattr(driver_error, "sqlstate", None) == "3D000":  # PostgreSQL: invalid_catalog_name
         return True
