@@ -4,13 +4,15 @@ closed instead of failing the next call."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sessionmeta import MetadataStore
 
-from .conftest import reset_database
+from .conftest import MYSQL_URL, POSTGRES_URL, require_server, reset_database
 from .models import ChatMeta
 
 
@@ -20,9 +22,22 @@ async def server_id(connection: AsyncConnection) -> int:
     return int(await connection.scalar(text("SELECT CONNECTION_ID()")))
 
 
-async def test_a_connection_the_server_closed_is_replaced(backend: str, db_url: str) -> None:
-    if backend == "sqlite":
-        pytest.skip("SQLite has no server to close a connection")
+@pytest.fixture
+def server_url(server: str) -> str:
+    require_server(server)
+    return POSTGRES_URL if server == "postgres" else MYSQL_URL
+
+
+# SQLite has no server to close a connection.
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+)
+async def test_a_connection_the_server_closed_is_replaced(server: str, server_url: str) -> None:
+    db_url = server_url
     admin = create_async_engine(db_url)
     engine = create_async_engine(db_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
     try:
@@ -33,10 +48,19 @@ async def test_a_connection_the_server_closed_is_replaced(backend: str, db_url: 
         async with engine.connect() as connection:  # the pool's one connection
             victim = await server_id(connection)
         async with admin.connect() as connection:
-            if backend == "postgres":
+            if server == "postgres":
                 await connection.execute(text(f"SELECT pg_terminate_backend({victim})"))
+                alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {victim}"
             else:
                 await connection.execute(text(f"KILL {victim}"))
+                alive = f"SELECT count(*) FROM information_schema.processlist WHERE id = {victim}"
+            # Gone for good, so the next call finds it closed whenever it runs.
+            for _ in range(100):
+                if await connection.scalar(text(alive)) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"connection {victim} still alive 5 s after it was killed")
         await meta.set_metadata({"title": "after"})
         assert (await meta.get_metadata()).title == "after"
         async with engine.connect() as connection:
