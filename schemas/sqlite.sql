@@ -29,7 +29,7 @@ CREATE TABLE agent_sessions_metadata_items (
 	value_hash VARCHAR(32) NOT NULL, 
 	item_hash VARCHAR(32) NOT NULL, 
 	CONSTRAINT pk_agent_sessions_metadata_items PRIMARY KEY (session_id, "key", value_hash, item_hash), 
-	CONSTRAINT fk_agent_sessions_metadata_items FOREIGN KEY(session_id, "key") REFERENCES agent_sessions_metadata (session_id, "key") ON DELETE CASCADE
+	CONSTRAINT fk_agent_sessions_metadata_items_session FOREIGN KEY(session_id) REFERENCES agent_sessions (session_id) ON DELETE CASCADE
 );
 
 CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items ("key", item_hash, session_id, value_hash);

@@ -338,9 +338,9 @@ async def test_as_many_statements_for_ten_sessions_as_for_two_thousand(
             await store.delete_many(ids, keys=["tags"])
         deletes[count] = len(seen)
     # PostgreSQL locks the sessions first, in a statement of its own (a delete must see
-    # the rows of writes it waited for: Spelling.delete_locks_sessions).
-    locks = 1 if engine.dialect.name == "postgresql" else 0
-    assert deletes[10] == deletes[2000] == 1 + locks, deletes
+    # the rows of writes it waited for: Spelling.delete_locks_sessions), then deletes the
+    # values and their items in one; elsewhere the values, then their items.
+    assert deletes[10] == deletes[2000] == 2, deletes
     assert await store.count_sessions(field("tags").contains("a")) == 0
     assert await store.count_sessions() == 2010
 
@@ -353,8 +353,9 @@ async def test_statements_grow_by_chunks_only(store: Store, engine: AsyncEngine)
         assert len(seen) in (10, 20)
         async with statements_of(engine) as seen:
             await store.delete_many([f"s{index:04d}" for index in range(640)])
-        # Ten chunks of deletes (PostgreSQL: each after a chunk of session locks).
-        assert len(seen) == (20 if engine.dialect.name == "postgresql" else 10)
+        # Ten chunks of deletes, each after a chunk of session locks (PostgreSQL) or
+        # before a chunk of item deletes (elsewhere).
+        assert len(seen) == 20
     assert await store.count_sessions({"title": "x"}) == 0
 
 

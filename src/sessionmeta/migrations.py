@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
@@ -20,7 +20,7 @@ from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.schema import build_tables
 
-__all__ = ["downgrade", "new_tables", "target_metadata", "upgrade"]
+__all__ = ["downgrade", "new_tables", "repoint_items_foreign_key", "target_metadata", "upgrade"]
 
 
 def _metadata(sessions_table: str, metadata_table: str, sql_metadata: MetaData | None) -> MetaData:
@@ -111,3 +111,53 @@ def downgrade(
     """
     for table in reversed(new_tables(sessions_table, metadata_table, sql_metadata=sql_metadata)):
         op.execute(DropTable(table))
+
+
+def repoint_items_foreign_key(
+    op: Any,
+    sessions_table: str = "agent_sessions",
+    metadata_table: str = "agent_sessions_metadata",
+    *,
+    sql_metadata: MetaData | None = None,
+) -> None:
+    """Point the items table's foreign key at the sessions table, on tables made before it did.
+
+    Tables created before round three have the items table's foreign key referring
+    to the value rows (``session_id, key``). A plan PostgreSQL cached for that check
+    while the tables were empty can take the wrong index and slow every write as the
+    tables grow; the foreign key to the session (``session_id``) cannot. Online only:
+    the constraints are read from the database, and tables already in the new shape
+    are left as they are, so the call is safe in any migration. On SQLite the items
+    table is rebuilt (Alembic's batch mode), its rows kept.
+    """
+    if op.get_context().as_sql:
+        raise InvalidArgumentError(
+            "repoint_items_foreign_key reads the database's constraints: run it online, "
+            "not with --sql"
+        )
+    metadata = _metadata(sessions_table, metadata_table, sql_metadata)
+    items = metadata.tables[f"{metadata_table}_items"]
+    bind = op.get_bind()
+    stale = [
+        foreign_key
+        for foreign_key in inspect(bind).get_foreign_keys(items.name)
+        if foreign_key["referred_table"].lower() == metadata_table.lower()
+    ]
+    if not stale:
+        return
+    if bind.dialect.name == "sqlite":
+        # SQLite cannot alter a constraint: copy the rows into the table as declared now.
+        with op.batch_alter_table(items.name, copy_from=items, recreate="always"):
+            pass
+        return
+    (wanted,) = items.foreign_key_constraints
+    for foreign_key in stale:
+        op.drop_constraint(foreign_key["name"], items.name, type_="foreignkey")
+    op.create_foreign_key(
+        wanted.name,
+        items.name,
+        sessions_table,
+        ["session_id"],
+        ["session_id"],
+        ondelete="CASCADE",
+    )

@@ -222,8 +222,9 @@ class Operations(Generic[ModelT]):
 
     async def delete_rows(self, db: Connection, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` (or every key) of one session, inside the caller's unit of work."""
-        statement = self.statements.delete_values(None if keys is None else len(keys))
-        await db.execute(statement, self._key_params(session_id, keys))
+        params = self._key_params(session_id, keys)
+        for statement in self.statements.delete_values(None if keys is None else len(keys)):
+            await db.execute(statement, params)
 
     def _key_params(self, session_id: str, keys: list[str] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"session_id": session_id}

@@ -88,12 +88,17 @@ class Spelling:
     # stay, and the delete would take half of the write. The lock waits for such a
     # write (plain writes share the session row), and the delete after it sees its rows.
     delete_locks_sessions = False
+    # Whether a delete of value rows can delete their items in the same statement (a
+    # data-modifying CTE); else the items go in a statement of their own, just before.
+    deletes_items_in_statement = False
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
 
-    def key_in(self, count: int) -> ColumnElement[bool]:
-        return self.tables.values.c.key.in_(_key_params("key", count))
+    def key_in(self, count: int, column: ColumnElement[str] | None = None) -> ColumnElement[bool]:
+        """``column`` (the value table's ``key`` by default) is one of ``count`` keys."""
+        column = self.tables.values.c.key if column is None else column
+        return column.in_(_key_params("key", count))
 
     def key_params(self, keys: Sequence[str]) -> dict[str, Any]:
         return {f"key{index}": key for index, key in enumerate(keys)}
@@ -201,11 +206,12 @@ class _PostgreSQL(Spelling):
     upsert_creates_session = True
     keys_as_array = True
     delete_locks_sessions = True
+    deletes_items_in_statement = True
 
-    def key_in(self, count: int) -> ColumnElement[bool]:
+    def key_in(self, count: int, column: ColumnElement[str] | None = None) -> ColumnElement[bool]:
         # One statement for any number of keys: the prepared plan is reused.
         keys = bindparam("keys", type_=postgresql.ARRAY(Text))
-        return self.tables.values.c.key == func.any(keys)
+        return (self.tables.values.c.key if column is None else column) == func.any(keys)
 
     def key_params(self, keys: Sequence[str]) -> dict[str, Any]:
         return {"keys": list(keys)}

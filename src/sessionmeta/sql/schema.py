@@ -148,7 +148,7 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-    items = _items_table(metadata, metadata_table)
+    items = _items_table(metadata, metadata_table, sessions)
     return Tables(metadata, sessions, values, items)
 
 
@@ -156,13 +156,20 @@ def _hash_type() -> TypeEngine[str]:
     return _mysql_variant(String(32), mysql.VARCHAR(32, charset="ascii", collation="ascii_bin"))
 
 
-def _items_table(metadata: MetaData, metadata_table: str) -> Table:
+def _items_table(metadata: MetaData, metadata_table: str, sessions: Table) -> Table:
     """The elements of list and set values, so ``contains`` is an index lookup everywhere.
 
     MariaDB has no multi-valued JSON index and SQLite no array index, so each
     element's hash gets a row. ``value_hash`` names the value the element came
     from: a query joins it to the current value, so an element left behind by a
     lost race between two writers of the same key can never match.
+
+    The foreign key goes to the session, not to the value row: its check is then a
+    lookup on the sessions table's only index. Checked against the value row, a
+    plan PostgreSQL caches while the table is empty can take one of the value
+    table's ``key`` indexes instead of its primary key, and every write then walks
+    one index entry per session. The statements that delete value rows delete
+    their items too.
     """
     name = f"{metadata_table}_items"
     return Table(
@@ -174,10 +181,10 @@ def _items_table(metadata: MetaData, metadata_table: str) -> Table:
         Column("item_hash", _hash_type(), nullable=False),
         PrimaryKeyConstraint("session_id", "key", "value_hash", "item_hash", name=f"pk_{name}"),
         ForeignKeyConstraint(
-            ["session_id", "key"],
-            [f"{metadata_table}.session_id", f"{metadata_table}.key"],
+            ["session_id"],
+            [sessions.c.session_id],
             ondelete="CASCADE",
-            name=f"fk_{name}",
+            name=f"fk_{name}_session",
         ),
         # value_hash too: the join to the current value is then answered from the index.
         Index(f"ix_{name}", "key", "item_hash", "session_id", "value_hash"),

@@ -13,7 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ClauseElement, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Delete,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -162,16 +174,15 @@ class Statements:
 
         return self.compiled("select_values", self._key_shape(key_count), build)
 
-    def delete_values(self, key_count: int | None) -> CompiledStatement:
-        values = self.tables.values
-
-        def build() -> Executable:
-            statement = delete(values).where(values.c.session_id == bindparam("session_id"))
-            if key_count is not None:
-                statement = statement.where(self.spelling.key_in(key_count))
-            return statement
-
-        return self.compiled("delete_values", self._key_shape(key_count), build)
+    def delete_values(self, key_count: int | None) -> list[CompiledStatement]:
+        """Delete ``key_count`` keys (``key0``... or ``keys``), or every key, of one session
+        (``session_id``) with their items: :meth:`_deleting_items`."""
+        return self._deleting_items(
+            "delete_values",
+            self._key_shape(key_count),
+            lambda table: table.c.session_id == bindparam("session_id"),
+            key_count,
+        )
 
     def find_equal(self) -> CompiledStatement:
         values = self.tables.values
@@ -364,18 +375,50 @@ class Statements:
     def delete_key_items(self, count: int) -> CompiledStatement:
         return self.compiled_rows("delete_key_items", count, self.spelling.delete_key_items)
 
-    def delete_values_many(self, id_count: int, key_count: int | None) -> CompiledStatement:
-        """Delete ``key_count`` keys (or every key) of ``id_count`` sessions."""
-        values = self.tables.values
+    def delete_values_many(self, id_count: int, key_count: int | None) -> list[CompiledStatement]:
+        """Delete ``key_count`` keys (or every key) of ``id_count`` sessions with their items."""
+        id_shape = 0 if self.backend.arrays else id_count
+        return self._deleting_items(
+            f"delete_values_many:{self._key_shape(key_count)}",
+            id_shape,
+            lambda table: self.spelling.id_in(table.c.session_id, id_count),
+            key_count,
+        )
 
-        def build() -> Executable:
-            statement = delete(values).where(self.spelling.id_in(values.c.session_id, id_count))
+    def _deleting_items(
+        self,
+        name: str,
+        shape: int,
+        sessions: Callable[[Table], ColumnElement[bool]],
+        key_count: int | None,
+    ) -> list[CompiledStatement]:
+        """The delete of the value rows of ``sessions`` (and ``key_count`` keys) and of their
+        items: one statement where the dialect deletes from two tables in one (PostgreSQL),
+        else the values' statement, then the items'. That is the order in which a write
+        takes the same rows' locks, so a delete and a write queue rather than deadlock.
+
+        The items' foreign key is to the session, so a key's items do not go with its
+        value row by themselves.
+        """
+        values, items = self.tables.values, self.tables.items
+        spelling = self.spelling
+
+        def rows_of(table: Table) -> Delete:
+            statement = delete(table).where(sessions(table))
             if key_count is not None:
-                statement = statement.where(self.spelling.key_in(key_count))
+                statement = statement.where(spelling.key_in(key_count, table.c.key))
             return statement
 
-        id_shape = 0 if self.backend.arrays else id_count
-        return self.compiled(f"delete_values_many:{self._key_shape(key_count)}", id_shape, build)
+        if spelling.deletes_items_in_statement:
+
+            def both() -> Executable:
+                return rows_of(values).add_cte(rows_of(items).cte("gone_items"))
+
+            return [self.compiled(name, shape, both)]
+        return [
+            self.compiled(name, shape, lambda: rows_of(values)),
+            self.compiled(f"{name}:items", shape, lambda: rows_of(items)),
+        ]
 
     def write_many(self, rows: dict[str, list[EncodedValue]]) -> Batch:
         """The statements that write every session's ``rows``, creating missing sessions.
@@ -440,7 +483,8 @@ class Statements:
         for chunk in _chunks(ids):
             chunk = chunk if self.backend.arrays else _padded(chunk)
             params = {**spelling.id_params(chunk), **key_params}
-            batch.append((self.delete_values_many(len(chunk), key_count), params))
+            for statement in self.delete_values_many(len(chunk), key_count):
+                batch.append((statement, params))
         return batch
 
     def delete_one(self, session_id: str, keys: list[str] | None) -> Batch:
@@ -449,7 +493,10 @@ class Statements:
         params: dict[str, Any] = {"session_id": session_id}
         if keys is not None:
             params.update(self.spelling.key_params(keys))
-        batch: Batch = [(self.delete_values(None if keys is None else len(keys)), params)]
+        batch: Batch = [
+            (statement, params)
+            for statement in self.delete_values(None if keys is None else len(keys))
+        ]
         if self.spelling.delete_locks_sessions:
             batch.insert(0, (self.lock_session(), {"session_id": session_id}))
         return batch
