@@ -225,6 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the tables sessionmeta adds, not the sessions table the Agents SDK "
         "already creates",
     )
+    serve = add(
+        "serve",
+        "serve:serve",
+        ("url", "model", "tables"),
+        "serve admin pages to browse, search and edit the sessions' metadata (web extra)",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1, this machine only; any other "
+        "needs --token)",
+    )
+    serve.add_argument("--port", type=int, default=8765, help="(default 8765)")
+    serve.add_argument(
+        "--token",
+        help="every request must carry it (open /?token=TOKEN once, or send "
+        "Authorization: Bearer TOKEN); default $SESSIONMETA_TOKEN",
+    )
+    serve.add_argument(
+        "--read-only", action="store_true", help="hide every form that writes, refuse every write"
+    )
+    serve.add_argument(
+        "--messages-table",
+        default="agent_messages",
+        help="the Agents SDK's messages table, shown on a session's page when present "
+        "(default agent_messages)",
+    )
     add("schema", "offline:schema", ("model",), "print the model's JSON Schema")
     add(
         "demo",

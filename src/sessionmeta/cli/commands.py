@@ -49,6 +49,7 @@ from sessionmeta.io.check import (
     rehash_store,
 )
 from sessionmeta.io.database import describe
+from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.store import MetadataStore
 from sessionmeta.sql.dialects import backend_named
 
@@ -59,6 +60,7 @@ __all__ = [
     "find",
     "init",
     "list_sessions",
+    "open_store",
     "rehash",
     "set_",
     "show",
@@ -101,8 +103,12 @@ async def _has_table(store: MetadataStore[Any], name: str) -> bool:
 
 
 @asynccontextmanager
-async def _open(
-    args: argparse.Namespace, model: type[SessionMeta], *, create: bool = False
+async def open_store(
+    args: argparse.Namespace,
+    model: type[SessionMeta],
+    *,
+    create: bool = False,
+    on_invalid: OnInvalid = "raise",
 ) -> AsyncIterator[MetadataStore[Any]]:
     """A store on the database, which must answer within the timeout and hold the tables.
 
@@ -125,6 +131,7 @@ async def _open(
             engine_kwargs=_engine_kwargs(url, args.connect_timeout),
             sessions_table=args.sessions_table,
             metadata_table=args.metadata_table,
+            on_invalid=on_invalid,
         )
     except DatabaseError as exc:
         if isinstance(exc.__cause__, ModuleNotFoundError):
@@ -159,7 +166,7 @@ async def _open(
 
 async def init(args: argparse.Namespace) -> int:
     """``init``: create the tables (the sessions table only when missing)."""
-    async with _open(args, _NoModel, create=True) as store:
+    async with open_store(args, _NoModel, create=True) as store:
         await store.create_tables()
     shown = _shown(_url(args))
     tables = [args.sessions_table, args.metadata_table]
@@ -189,7 +196,7 @@ async def show(args: argparse.Namespace) -> int:
     path = model_path(args)
     model = load_model(path) if path is not None else None
     sid = check_session_id(args.session_id)
-    async with _open(args, model or _NoModel) as store:
+    async with open_store(args, model or _NoModel) as store:
         await _print_session(args, store, store.spec if model is not None else None, sid)
     return 0
 
@@ -205,7 +212,7 @@ async def set_(args: argparse.Namespace) -> int:
         encode_model(spec, spec.validate_values(values, session_id=sid))
     except ValidationError as exc:
         raise UsageError(f"session {sid!r}: {describe_validation_error(exc)}") from None
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         await store.bind(sid).set_metadata(values)
         await _print_session(args, store, store.spec, sid)
     return 0
@@ -217,7 +224,7 @@ async def delete(args: argparse.Namespace) -> int:
     spec = ModelSpec(model)
     sid = check_session_id(args.session_id)
     keys = spec.resolve_keys(args.keys, session_id=sid) if args.keys else None
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         await store.bind(sid).delete_metadata(keys)
     if args.json:
         print_json({"session_id": sid, "deleted": "all" if keys is None else keys})
@@ -236,7 +243,7 @@ async def find(args: argparse.Namespace) -> int:
     # The limit and cursor are the query API's to check, before the database is opened.
     plan_query(spec, conditions, cursor=args.cursor)
     check_limit(args.limit)
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         found = await store.find_sessions(*conditions, limit=args.limit, cursor=args.cursor)
     if args.json:
         print_json({"sessions": list(found), "limit": args.limit, "next_cursor": found.next_cursor})
@@ -257,7 +264,7 @@ async def list_sessions(args: argparse.Namespace) -> int:
     # The order, limit and cursor are the query API's to check, before the database opens.
     plan_query(spec, conditions, order_by=args.order_by, cursor=args.cursor)
     check_limit(args.limit)
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         page = await store.list_sessions(
             *conditions, order_by=args.order_by, limit=args.limit, cursor=args.cursor
         )
@@ -302,7 +309,7 @@ async def check(args: argparse.Namespace) -> int:
     model = require_model(args)
     if args.batch_size < 1 or args.max_examples < 0:
         raise UsageError("--batch-size must be at least 1 and --max-examples at least 0")
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         progress: ProgressBar | ProgressLog | None = None
         if not args.no_progress:
             total = await count_stored_rows(store)
@@ -328,7 +335,7 @@ async def check(args: argparse.Namespace) -> int:
 async def rehash(args: argparse.Namespace) -> int:
     """``rehash``: recompute the equality hashes an older version made."""
     model = require_model(args)
-    async with _open(args, model) as store:
+    async with open_store(args, model) as store:
         fixed = await rehash_store(store, batch_size=args.batch_size)
     if args.json:
         print_json({"rehashed": fixed})
@@ -341,7 +348,7 @@ async def demo(args: argparse.Namespace) -> int:
     """``demo``: write the sample sessions of :mod:`sessionmeta.demo` and show them."""
     from sessionmeta.demo import SAMPLE_SESSIONS, SupportTicket
 
-    async with _open(args, SupportTicket, create=True) as store:
+    async with open_store(args, SupportTicket, create=True) as store:
         await store.create_tables()
         for sid, values in SAMPLE_SESSIONS.items():
             await store.bind(sid).set_metadata(values)
