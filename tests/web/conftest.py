@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from collections.abc import AsyncIterator, Callable
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -15,9 +15,10 @@ from sessionmeta import MetadataStore
 
 from .models import Ticket
 
-pytest.importorskip("starlette", reason="the admin pages need the web extra")
+for _module in ("starlette", "jinja2"):
+    pytest.importorskip(_module, reason="the admin pages need the web extra")
 
-from sessionmeta.web import create_app  # noqa: E402
+from sessionmeta.web import create_app  # noqa: E402  (after the skip above)
 
 
 @pytest.fixture
