@@ -161,6 +161,16 @@ def all_by(driver: Any, css: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def follow(driver: Any, css: str) -> None:
+    """Click what loads a new page, and wait until the browser has left the old one."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = by(driver, "html")
+    by(driver, css).click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+
+
 def choose(driver: Any, css: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -186,7 +196,7 @@ async def test_filter_by_owner_and_tag_and_page_to_the_end(
     choose(browser, 'select[name="order"]', "-key:opened_at")
     for column in ("status", "priority"):
         by(browser, f'input[name="c"][value="{column}"]').click()  # hide them
-    by(browser, "#apply").click()
+    follow(browser, "#apply")
     photograph(browser, backend, "list")
     seen: list[str] = []
     pages = 0
@@ -197,7 +207,7 @@ async def test_filter_by_owner_and_tag_and_page_to_the_end(
         if not following:
             assert by(browser, "#last-page").text == "last page"
             break
-        following[0].click()
+        follow(browser, "#next-page")
         assert pages < 100
     # Newest first, every match once: no repeats, no gaps.
     expected = [session_id(n) for n in reversed(range(count)) if n % 10 == 3 and n % 3 == 0]
@@ -212,17 +222,17 @@ async def test_edit_a_title_and_see_an_invalid_value_refused(
     server = serve()
     browser.get(f"{server.base}/session?id={session_id(1)}")
     photograph(browser, backend, "session")
-    by(browser, "#edit").click()
+    follow(browser, "#edit")
     type_into(browser, "#input-title", "Refund approved")
-    by(browser, "#save").click()
+    follow(browser, "#save")
     assert by(browser, "#notice").text == "saved"
     assert (await ticket_store.bind(session_id(1)).get_metadata()).title == "Refund approved"
     assert "Refund approved" in by(browser, "#field-title").text
 
-    by(browser, "#edit").click()
+    follow(browser, "#edit")
     type_into(browser, "#input-title", "Not saved")
     type_into(browser, "#input-priority", "urgent")
-    by(browser, "#save").click()
+    follow(browser, "#save")
     assert "valid integer" in by(browser, "#error-priority").text
     assert "Nothing was saved" in by(browser, "#form-message").text
     assert by(browser, "#input-priority").get_attribute("value") == "urgent"
@@ -243,13 +253,13 @@ async def test_a_version_conflict_from_a_second_tab(
     try:
         browser.get(edit)
         type_into(browser, "#input-title", "Renamed in the second tab")
-        by(browser, "#save").click()
+        follow(browser, "#save")
         assert by(browser, "#notice").text == "saved"
         browser.close()
     finally:
         browser.switch_to.window(first)
     type_into(browser, "#input-title", "Renamed in the first tab")
-    by(browser, "#save").click()
+    follow(browser, "#save")
     assert "changed since you opened the form" in by(browser, "#form-message").text
     photograph(browser, backend, "edit-conflict")
     read = await ticket_store.bind(session_id(2)).get_metadata()
@@ -288,6 +298,10 @@ async def test_read_only_refuses_a_forged_post(
     # The page has no form that writes: make one, with the CSRF token of the check page's
     # form, as a hostile script or a hand-made request would, and post it.
     browser.get(f"{server.base}/check")
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = by(browser, "html")
     browser.execute_script(
         """
         const csrf = document.querySelector('input[name=csrf]').value;
@@ -306,6 +320,7 @@ async def test_read_only_refuses_a_forged_post(
         """,
         session_id(0),
     )
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(old))
     assert "read-only" in by(browser, "#refusal").text
     assert (await ticket_store.bind(session_id(0)).get_metadata()).title == "Ticket 0"
 
@@ -323,7 +338,7 @@ async def test_the_check_page_and_a_delete_confirmation(
     )
     server = serve()
     browser.get(server.base + "/check")
-    by(browser, "#run-check").click()
+    follow(browser, "#run-check")
     deadline = time.monotonic() + 30
     while not all_by(browser, "#summary"):
         assert time.monotonic() < deadline, "the check never finished"
@@ -333,9 +348,9 @@ async def test_the_check_page_and_a_delete_confirmation(
     photograph(browser, backend, "check")
     browser.get(f"{server.base}/session?id={session_id(7)}")
     assert "invalid" in by(browser, "#field-priority").text
-    by(browser, "#field-priority a.delete-key").click()
+    follow(browser, "#field-priority a.delete-key")
     photograph(browser, backend, "delete-confirm")
-    by(browser, "#confirm").click()
+    follow(browser, "#confirm")
     assert by(browser, "#notice").text == "deleted priority"
     stored = await MetadataStore(UntypedMeta, engine).bind(session_id(7)).get_metadata()
     assert "priority" not in stored.model_fields_set
