@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import MetadataStore, field
 from sessionmeta.cli import DIALECTS
-from sessionmeta.sql.dialects import BACKENDS
+from sessionmeta.sql import dialects
 from sessionmeta.sql.schema import add_messages_table, build_tables
 
 from .conftest import reset_database
@@ -147,4 +147,4 @@ async def reset(engine: AsyncEngine) -> None:
 
 def test_the_parser_offers_every_backend() -> None:
     # The parser spells the names out (it is built without importing SQLAlchemy).
-    assert tuple(backend.name for backend in BACKENDS) == DIALECTS
+    assert tuple(backend.name for backend in dialects.BACKENDS) == DIALECTS
