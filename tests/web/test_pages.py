@@ -264,6 +264,7 @@ async def test_a_token_is_required_when_given(
     assert first.status_code == 303 and first.headers["location"] == "/?order=-created_at"
     assert "s3cret" not in first.headers["set-cookie"]
     assert (await client.get(first.headers["location"])).status_code == 200
+    client.cookies.clear()
     client.cookies.set("sessionmeta_token", "forged")
     assert (await client.get("/")).status_code == 401
 
