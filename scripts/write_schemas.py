@@ -1,14 +1,20 @@
-"""Write schemas/*.sql from the code: the DDL sessionmeta creates, one file per dialect."""
+"""Write schemas/*.sql from the code: the DDL sessionmeta creates, one file per dialect; and
+the package's copy of the same DDL in every form `sessionmeta ddl` prints for the default
+table names, which it then prints without importing SQLAlchemy."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sessionmeta.sql.dialects import create_ddl
 from sessionmeta.sql.schema import build_tables
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+RENDERED = Path(__file__).resolve().parent.parent / "src/sessionmeta/cli/rendered_ddl.json"
 DIALECTS = ("postgresql", "mysql", "sqlite")
+# Every name `sessionmeta ddl --dialect` takes (MariaDB's DDL differs from MySQL's).
+DDL_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
 
 
 def expected_schemas() -> dict[str, str]:
@@ -17,7 +23,28 @@ def expected_schemas() -> dict[str, str]:
     return {f"{name}.sql": header + create_ddl(tables, name) for name in DIALECTS}
 
 
+def rendered_ddl() -> str:
+    """``{dialect: {options: ddl}}``, options being ``if-not-exists`` and ``only-metadata``
+    joined by commas in that order (empty for neither): the key `sessionmeta ddl` looks up."""
+    tables = build_tables("agent_sessions", "agent_sessions_metadata")
+    rendered = {
+        name: {
+            ",".join(
+                option
+                for option, on in (("if-not-exists", if_not_exists), ("only-metadata", only))
+                if on
+            ): create_ddl(tables, name, if_not_exists=if_not_exists, only_metadata=only)
+            for if_not_exists in (False, True)
+            for only in (False, True)
+        }
+        for name in DDL_DIALECTS
+    }
+    return json.dumps(rendered, indent=1, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
     for file_name, ddl in expected_schemas().items():
         (SCHEMAS / file_name).write_text(ddl)
         print(f"wrote schemas/{file_name}")
+    RENDERED.write_text(rendered_ddl())
+    print(f"wrote {RENDERED.relative_to(SCHEMAS.parent)}")

@@ -27,3 +27,18 @@ def test_schema_files_match_the_code(file_name: str) -> None:
     assert written == _expected()[file_name], (
         f"schemas/{file_name} is out of date: run `python scripts/write_schemas.py`"
     )
+
+
+def test_the_packaged_ddl_matches_the_code() -> None:
+    """`sessionmeta ddl` prints the default tables from the package's rendered copy."""
+    spec = importlib.util.spec_from_file_location(
+        "write_schemas", ROOT / "scripts/write_schemas.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    packaged = ROOT / "src/sessionmeta/cli/rendered_ddl.json"
+    assert packaged.read_text() == module.rendered_ddl(), (
+        "src/sessionmeta/cli/rendered_ddl.json is out of date: run "
+        "`python scripts/write_schemas.py`"
+    )

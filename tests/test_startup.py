@@ -58,9 +58,19 @@ def test_help_imports_neither_pydantic_nor_sqlalchemy() -> None:
     assert heavy(modules, "pydantic", "sqlalchemy", "asyncio") == []
 
 
-@pytest.mark.parametrize("command", [["ddl", "--help"], ["ddl", "--dialect", "postgresql"]])
-def test_ddl_imports_sqlalchemy_core_only(command: list[str]) -> None:
-    modules = imported_by("-m", "sessionmeta", *command)
+@pytest.mark.parametrize(
+    "options", [["--help"], ["--dialect", "postgresql"], ["--dialect", "mysql", "--if-not-exists"]]
+)
+def test_ddl_of_the_default_tables_imports_no_sqlalchemy(options: list[str]) -> None:
+    modules = imported_by("-m", "sessionmeta", "ddl", *options)
+    assert heavy(modules, "pydantic", "sqlalchemy", "asyncio") == []
+
+
+def test_ddl_of_other_tables_imports_sqlalchemy_core_only() -> None:
+    modules = imported_by(
+        "-m", "sessionmeta", "ddl", "--dialect", "sqlite", "--metadata-table", "m"
+    )
+    assert heavy(modules, "sqlalchemy.sql") != []
     assert heavy(modules, *HEAVY) == []
 
 

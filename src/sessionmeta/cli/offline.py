@@ -1,7 +1,9 @@
 """The commands that open no database: ``ddl`` and ``schema``.
 
-``ddl`` imports SQLAlchemy's core and the table definitions only, so it starts
-in a fraction of the time the database commands take.
+``ddl`` prints the default tables' statements from ``rendered_ddl.json`` (written with
+``schemas/`` by scripts/write_schemas.py, and checked against the code by a test), so it
+imports no SQLAlchemy; other table names take SQLAlchemy's core and the table
+definitions only.
 """
 
 from __future__ import annotations
@@ -9,12 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["ddl", "schema"]
 
 
 def ddl(args: argparse.Namespace) -> int:
     """``ddl``: the ``CREATE`` statements of the tables for one kind of database."""
+    if (args.sessions_table, args.metadata_table) == ("agent_sessions", "agent_sessions_metadata"):
+        options = [("if-not-exists", args.if_not_exists), ("only-metadata", args.only_metadata)]
+        rendered = json.loads(Path(__file__).with_name("rendered_ddl.json").read_text())
+        sys.stdout.write(rendered[args.dialect][",".join(name for name, on in options if on)])
+        return 0
     from sessionmeta.sql.dialects import backend_named, create_ddl
     from sessionmeta.sql.schema import build_tables
 
