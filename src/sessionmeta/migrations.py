@@ -18,6 +18,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.database import adapt_to_database
+from sessionmeta.sql.dialects import backend_for
 from sessionmeta.sql.schema import build_tables
 
 __all__ = ["downgrade", "new_tables", "repoint_items_foreign_key", "target_metadata", "upgrade"]
@@ -145,7 +146,7 @@ def repoint_items_foreign_key(
     ]
     if not stale:
         return
-    if bind.dialect.name == "sqlite":
+    if not backend_for(bind.dialect).alters_constraints:
         # SQLite cannot alter a constraint: copy the rows into the table as declared now.
         with op.batch_alter_table(items.name, copy_from=items, recreate="always"):
             pass

@@ -87,6 +87,9 @@ class Spelling:
     # concurrent write inserted while the delete waited for that write's locks would
     # stay, and the delete would take half of the write. The lock waits for such a
     # write (plain writes share the session row), and the delete after it sees its rows.
+    # On InnoDB a delete of the session row (the Agents SDK's clear_session) cascades
+    # to the items before the values, the opposite of the order a delete of ours takes
+    # them in: both queue at the session row instead of deadlocking.
     delete_locks_sessions = False
     # Whether a delete of value rows can delete their items in the same statement (a
     # data-modifying CTE); else the items go in a statement of their own, just before.
@@ -450,6 +453,8 @@ class _SQLite(Spelling):
 
 
 class _MySQL(Spelling):
+    delete_locks_sessions = True
+
     def insert_session(self) -> Executable:
         # Not INSERT IGNORE: its duplicate-key warning surfaces as a Python warning.
         sessions = self.tables.sessions
@@ -665,6 +670,8 @@ class Backend:
     parent_columns: ParentColumns | None = None
     # Whether ``CREATE INDEX IF NOT EXISTS`` exists (MySQL has none; MariaDB has).
     create_index_if_not_exists: bool = True
+    # Whether ALTER TABLE drops and adds constraints (SQLite's rebuilds the table instead).
+    alters_constraints: bool = True
     # The server may be a node of a Galera cluster (MariaDB's multi-primary cluster), whose
     # connections need wsrep_sync_wait to see every write the cluster acknowledged.
     galera: bool = False
@@ -754,6 +761,7 @@ BACKENDS: tuple[Backend, ...] = (
         write_ahead_log=True,
         per_key_statistics=False,
         embedded=True,
+        alters_constraints=False,
         object_of_rows=_sqlite_object,
     ),
 )
