@@ -4,7 +4,7 @@
 # SESSIONMETA_GROUPS the dependency groups of pyproject.toml (default: dev, the tools the
 # tests and checks need; bench for the benchmarks; empty for none).
 set -euo pipefail
-extras="${SESSIONMETA_EXTRAS:-postgres,psycopg,mysql,agents,fastapi,web}"
+extras="${SESSIONMETA_EXTRAS:-postgres,psycopg,mysql,agents,fastapi,web,encryption}"
 groups="${SESSIONMETA_GROUPS-dev}"
 venv="${SESSIONMETA_VENV:-.venv}"
 python="${PYTHON:-python3}"

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = "https://github.com/sessionmeta/sessionmeta"
-USER_EXTRAS = {"postgres", "psycopg", "mysql", "agents", "fastapi", "web"}
+USER_EXTRAS = {"postgres", "psycopg", "mysql", "agents", "fastapi", "web", "encryption"}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import sessionmeta
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ["README.md"]
+DOCUMENTS = ["README.md", "docs/encryption.md"]
 SRC = Path(sessionmeta.__file__).resolve().parents[1]
 # Runs Markdown Python blocks with the OpenAI API answered locally (no network, no key).
 OFFLINE_RUNNER = ROOT / "tests" / "agents_sdk" / "run_markdown.py"
@@ -37,6 +37,8 @@ EXAMPLES = [block for document in DOCUMENTS for block in python_blocks(document)
     ("document", "line", "code"), EXAMPLES, ids=[f"{d}:{n}" for d, n, _ in EXAMPLES]
 )
 def test_example_runs(document: str, line: int, code: str, tmp_path: Path) -> None:
+    if "Encrypted()" in code:
+        pytest.importorskip("cryptography", reason="the example needs the encryption extra")
     if "from agents import" in code:
         pytest.importorskip("agents", reason="the Agents SDK example needs the agents extra")
         page = tmp_path / "example.md"

@@ -358,6 +358,7 @@ def statement_calls(spec: ModelSpec[Meta]) -> dict[str, list[Callable[[Statement
         "lock_sessions": [lambda s: s.lock_sessions(1), lambda s: s.lock_sessions(5)],
         "scan": [lambda s: s.scan(100, after=False), lambda s: s.scan(100, after=True)],
         "rehash": [lambda s: s.rehash()],
+        "reseal": [lambda s: s.reseal()],
         "count_rows": [lambda s: s.count_rows()],
         "upsert_many": [lambda s: s.upsert_many(1), lambda s: s.upsert_many(5)],
         "insert_sessions": [lambda s: s.insert_sessions(1), lambda s: s.insert_sessions(5)],

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sessionmeta.core.encryption import Encrypted, EncryptionKeys
     from sessionmeta.core.filters import (
         AllOf,
         AnyOf,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         ConcurrencyError,
         ConflictError,
         DatabaseError,
+        DecryptionError,
         FilterError,
         InvalidArgumentError,
         InvalidCursorError,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         rehash_store,
     )
     from sessionmeta.io.operations import OnInvalid
+    from sessionmeta.io.rekey import RekeyReport, UnreadableValue
     from sessionmeta.io.retry import RetryPolicy
     from sessionmeta.io.scoped import ScopedBoundMetadata, ScopedStore
     from sessionmeta.io.store import MetadataStore
@@ -75,6 +78,7 @@ _MODULES = {
         "any_of",
         "field",
     ),
+    "sessionmeta.core.encryption": ("Encrypted", "EncryptionKeys"),
     "sessionmeta.core.page": ("Page", "SessionListing"),
     "sessionmeta.core.spec": ("HasSessionId", "SessionMeta", "UntypedMeta"),
     "sessionmeta.core.versions": ("Versioned",),
@@ -82,6 +86,7 @@ _MODULES = {
         "ConcurrencyError",
         "ConflictError",
         "DatabaseError",
+        "DecryptionError",
         "FilterError",
         "InvalidArgumentError",
         "InvalidCursorError",
@@ -105,6 +110,7 @@ _MODULES = {
         "rehash_store",
     ),
     "sessionmeta.io.operations": ("OnInvalid",),
+    "sessionmeta.io.rekey": ("RekeyReport", "UnreadableValue"),
     "sessionmeta.io.retry": ("RetryPolicy",),
     "sessionmeta.io.scoped": ("ScopedBoundMetadata", "ScopedStore"),
     "sessionmeta.io.store": ("MetadataStore",),
@@ -138,6 +144,9 @@ __all__ = [
     "Condition",
     "ConflictError",
     "DatabaseError",
+    "DecryptionError",
+    "Encrypted",
+    "EncryptionKeys",
     "Filter",
     "FilterArg",
     "FilterError",
@@ -154,6 +163,7 @@ __all__ = [
     "OrderArg",
     "OrderBy",
     "Page",
+    "RekeyReport",
     "RetryPolicy",
     "ScopedBoundMetadata",
     "ScopedStore",
@@ -167,6 +177,7 @@ __all__ = [
     "StoredValueError",
     "TableNameError",
     "UnknownKeyError",
+    "UnreadableValue",
     "UnsupportedDialectError",
     "Versioned",
     "__version__",

@@ -10,6 +10,7 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "DatabaseError",
+    "DecryptionError",
     "FilterError",
     "InvalidArgumentError",
     "InvalidCursorError",
@@ -86,6 +87,25 @@ class StoredValueError(SessionMetaError, ValueError):
         super().__init__(
             f"session {session_id!r}, key {key!r}: stored value {shown!r} "
             f"does not fit the model: {reason}"
+        )
+
+
+class DecryptionError(StoredValueError):
+    """A stored value of an encrypted field cannot be decrypted: its key id is not among the
+    store's keys, the key is wrong, the ciphertext was altered or moved from another
+    session or key, or the value was stored before the field was declared encrypted."""
+
+    def __init__(self, session_id: str, key: str, key_id: str | None, reason: str) -> None:
+        self.session_id = session_id
+        self.key = key
+        self.key_id = key_id
+        self.reason = reason
+        # Never the plaintext (there is none to show) nor the key.
+        self.stored_text = ""
+        by = f" (key id {key_id!r})" if key_id is not None else ""
+        ValueError.__init__(
+            self,
+            f"session {session_id!r}, key {key!r}: cannot decrypt the stored value{by}: {reason}",
         )
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sessionmeta.agents.engine_state import TableNames, engine_state
+from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.filters import Condition
 from sessionmeta.core.plan import MAX_LIMIT
 from sessionmeta.core.spec import SessionMeta, UntypedMeta, check_session_id
@@ -86,7 +87,8 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
 
     Takes the SDK session's arguments plus ``metadata_model`` (a
     :class:`~sessionmeta.SessionMeta` subclass; without it, metadata is a plain
-    ``dict`` of JSON values), ``metadata_table`` and ``on_invalid``, and goes into
+    ``dict`` of JSON values), ``metadata_table``, ``on_invalid`` and ``keys`` (the
+    :class:`~sessionmeta.EncryptionKeys` of ``Encrypted()`` fields), and goes into
     ``Runner.run(..., session=session)`` unchanged. ``create_tables=True`` creates
     the sessions, messages and metadata tables on first use, in a form MySQL/MariaDB
     accepts too; tables that exist are left as they are, and creators racing in
@@ -108,13 +110,14 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
         session_settings: SessionSettings | dict[str, Any] | None = None,
         ensure_ascii: bool = True,
         on_invalid: OnInvalid = "raise",
+        keys: EncryptionKeys | None = None,
         **sdk_arguments: Any,
     ) -> None:
         check_session_id(session_id)
         model: type[Any] = UntypedMeta if metadata_model is None else metadata_model
         names = (sessions_table, messages_table, metadata_table)
         state = engine_state(engine)
-        store: MetadataStore[MetaT] = state.store(engine, model, names, on_invalid)
+        store: MetadataStore[MetaT] = state.store(engine, model, names, on_invalid, keys)
         # ``sdk_arguments`` reach the next class in line: a subclass of the SDK's own.
         super().__init__(
             session_id,

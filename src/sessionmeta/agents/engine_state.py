@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.spec import ModelT
 from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.store import MetadataStore
@@ -36,10 +37,16 @@ class EngineState:
     create_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def store(
-        self, engine: AsyncEngine, model: type[ModelT], names: TableNames, on_invalid: OnInvalid
+        self,
+        engine: AsyncEngine,
+        model: type[ModelT],
+        names: TableNames,
+        on_invalid: OnInvalid,
+        keys: EncryptionKeys | None = None,
     ) -> MetadataStore[ModelT]:
-        """One store per model and tables: it keeps its compiled statements across sessions."""
-        key = (model, *names, on_invalid)
+        """One store per model, tables and keys: it keeps its compiled statements across
+        sessions (equal keys, made anew per request, share one)."""
+        key = (model, *names, on_invalid, keys)
         with _guard:
             store = self.stores.get(key)
             if store is None:
@@ -50,6 +57,7 @@ class EngineState:
                     sessions_table=sessions_table,
                     metadata_table=metadata_table,
                     on_invalid=on_invalid,
+                    keys=keys,
                 )
                 # The store's create_tables() then creates the SDK's messages table too.
                 add_messages_table(store.tables, messages_table)

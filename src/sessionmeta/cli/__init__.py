@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Which of the shared options each command reads; its --help lists only those.
 DATABASE = ("url", "tables", "json")
-EVERYTHING = ("url", "model", "tables", "json")
+EVERYTHING = ("url", "model", "tables", "json", "keys")
 
 
 def _add_common_options(
@@ -91,6 +91,14 @@ def _add_common_options(
             "--metadata-table",
             default=default("agent_sessions_metadata"),
             help="(default agent_sessions_metadata)",
+        )
+    if "keys" in options:
+        group.add_argument(
+            "--keys-file",
+            default=default(None),
+            metavar="FILE",
+            help="the encryption keys of Encrypted() fields, a JSON file (default "
+            "$SESSIONMETA_KEYS_FILE, else the JSON text in $SESSIONMETA_KEYS)",
         )
     if "json" in options:
         group.add_argument(
@@ -211,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
         "recompute the equality hashes an older sessionmeta made (see `check`)",
     )
     rehash.add_argument("--batch-size", type=int, default=5000, help="rows per read (default 5000)")
+    rekey = add(
+        "rekey",
+        "commands:rekey",
+        EVERYTHING,
+        "re-encrypt Encrypted() fields under the current key of --keys-file, in batches",
+    )
+    rekey.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        help="rows per read, their rewrites one short transaction (default 500)",
+    )
     ddl = add("ddl", "offline:ddl", ("tables",), "print the CREATE statements for a database")
     ddl.add_argument("--dialect", required=True, choices=DIALECTS)
     ddl.add_argument(

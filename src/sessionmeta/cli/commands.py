@@ -1,4 +1,5 @@
-"""The commands that open a database: init, show, set, delete, find, list, check, rehash, demo.
+"""The commands that open a database: init, show, set, delete, find, list, check, rehash,
+rekey, demo.
 
 Imported only when one of them runs (``sessionmeta --help`` and ``ddl`` never
 import the store). Each takes the parsed arguments and returns the exit code.
@@ -39,9 +40,10 @@ from sessionmeta.cli.output import (
     session_view,
 )
 from sessionmeta.core.codec import encode_model
+from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.plan import check_limit, plan_query
 from sessionmeta.core.spec import ModelSpec, SessionMeta, check_session_id
-from sessionmeta.errors import DatabaseError
+from sessionmeta.errors import DatabaseError, InvalidArgumentError
 from sessionmeta.io.check import (
     check_store,
     count_stored_rows,
@@ -62,6 +64,7 @@ __all__ = [
     "list_sessions",
     "open_store",
     "rehash",
+    "rekey",
     "set_",
     "show",
 ]
@@ -98,6 +101,26 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def _keys(args: argparse.Namespace) -> EncryptionKeys | None:
+    """The keys of --keys-file, $SESSIONMETA_KEYS_FILE or $SESSIONMETA_KEYS (JSON text)."""
+    path = getattr(args, "keys_file", None) or os.environ.get("SESSIONMETA_KEYS_FILE")
+    text = None if path else os.environ.get("SESSIONMETA_KEYS")
+    try:
+        if path:
+            return EncryptionKeys.from_file(path)
+        return EncryptionKeys.from_json(text) if text else None
+    except OSError as exc:
+        raise UsageError(f"cannot read the keys file {path!r}: {exc.strerror}") from None
+    except InvalidArgumentError as exc:
+        where = f"keys file {path!r}" if path else "$SESSIONMETA_KEYS"
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _spec(args: argparse.Namespace, model: type[SessionMeta]) -> ModelSpec[Any]:
+    """The model checked for storage, with the command line's keys for its encrypted fields."""
+    return ModelSpec(model, keys=_keys(args) if ModelSpec(model).encrypted else None)
+
+
 async def _has_table(store: MetadataStore[Any], name: str) -> bool:
     return await store.db.has_table(name)
 
@@ -132,6 +155,7 @@ async def open_store(
             sessions_table=args.sessions_table,
             metadata_table=args.metadata_table,
             on_invalid=on_invalid,
+            keys=_keys(args) if ModelSpec(model).encrypted else None,
         )
     except DatabaseError as exc:
         if isinstance(exc.__cause__, ModuleNotFoundError):
@@ -204,7 +228,7 @@ async def show(args: argparse.Namespace) -> int:
 async def set_(args: argparse.Namespace) -> int:
     """``set``: write keys of one session, all validated before anything is written."""
     model = require_model(args)
-    spec = ModelSpec(model)
+    spec = _spec(args, model)
     sid = check_session_id(args.session_id)
     values = parse_assignments(spec, args.assignments)
     try:
@@ -221,7 +245,7 @@ async def set_(args: argparse.Namespace) -> int:
 async def delete(args: argparse.Namespace) -> int:
     """``delete``: the named keys of one session, or all of them."""
     model = require_model(args)
-    spec = ModelSpec(model)
+    spec = _spec(args, model)
     sid = check_session_id(args.session_id)
     keys = spec.resolve_keys(args.keys, session_id=sid) if args.keys else None
     async with open_store(args, model) as store:
@@ -238,7 +262,7 @@ async def delete(args: argparse.Namespace) -> int:
 async def find(args: argparse.Namespace) -> int:
     """``find``: the ids of the sessions matching every condition."""
     model = require_model(args)
-    spec = ModelSpec(model)
+    spec = _spec(args, model)
     conditions = [parse_clause(spec, argument) for argument in args.conditions]
     # The limit and cursor are the query API's to check, before the database is opened.
     plan_query(spec, conditions, cursor=args.cursor)
@@ -258,7 +282,7 @@ async def find(args: argparse.Namespace) -> int:
 async def list_sessions(args: argparse.Namespace) -> int:
     """``list``: sessions with chosen keys as columns, filtered, ordered and paged."""
     model = require_model(args)
-    spec = ModelSpec(model)
+    spec = _spec(args, model)
     columns = _columns(spec, args.columns)
     conditions = [parse_clause(spec, argument) for argument in args.where]
     # The order, limit and cursor are the query API's to check, before the database opens.
@@ -342,6 +366,35 @@ async def rehash(args: argparse.Namespace) -> int:
     else:
         print(f"recomputed {fixed:,} equality hash{'es' if fixed != 1 else ''}")
     return 0
+
+
+async def rekey(args: argparse.Namespace) -> int:
+    """``rekey``: re-encrypt encrypted values under the current key; 1 if any did not read."""
+    model = require_model(args)
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    async with open_store(args, model) as store:
+        report = await store.rekey(batch_size=args.batch_size)
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "rows": report.rows,
+                "rewritten": report.rewritten,
+                "unreadable_total": report.unreadable_total,
+                "unreadable": [
+                    {"session_id": item.session_id, "key": item.key, "reason": item.reason}
+                    for item in report.unreadable
+                ],
+            }
+        )
+        return 0 if report.ok else 1
+    print(f"read {report.rows:,} rows; re-encrypted {report.rewritten:,}")
+    for item in report.unreadable:
+        print(f"session {item.session_id!r}, key {item.key!r}: {item.reason}")
+    if not report.ok:
+        print(f"{report.unreadable_total:,} values could not be read and were left as they are")
+    return 0 if report.ok else 1
 
 
 async def demo(args: argparse.Namespace) -> int:

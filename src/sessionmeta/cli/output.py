@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from sessionmeta.core.sealing import open_row
 from sessionmeta.core.spec import ModelSpec
 from sessionmeta.io.check import CheckReport, validate_session_rows
 
@@ -155,6 +156,11 @@ def session_view(
         stored = {key: json_or_text(value) for key, value in rows}
         return [[key, value] for key, value in rows], {"session_id": session_id, "stored": stored}
     checked = validate_session_rows(spec, session_id, rows)
+    # Encrypted values show decrypted (validate_session_rows decrypted them already).
+    rows = [
+        (key, open_row(spec, session_id, key, value) if key not in checked.invalid else value)
+        for key, value in rows
+    ]
     table: list[list[str]] = []
     for key, value in rows:
         if key in checked.invalid:

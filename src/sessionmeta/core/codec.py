@@ -34,6 +34,7 @@ __all__ = [
     "encode_value",
     "equality_form",
     "equality_hash",
+    "field_hash",
     "item_hashes",
     "json_text",
     "object_text",
@@ -324,11 +325,33 @@ def encode_model(spec: ModelSpec[ModelT], validated: ModelT) -> list[EncodedValu
         json_values = _to_json_values(validated, names)
     except ValueError:
         json_values = None
+    encoded = None
     if json_values is not None:
         encoded = _encoded_at_once(spec, validated, names, json_values)
-        if encoded is not None:
-            return encoded
-    return _encoded_one_by_one(spec, validated, names, json_values)
+    if encoded is None:
+        encoded = _encoded_one_by_one(spec, validated, names, json_values)
+    if spec.encrypted:
+        return [_blinded(spec, validated, row) for row in encoded]
+    return encoded
+
+
+def _blinded(spec: ModelSpec[ModelT], validated: ModelT, row: EncodedValue) -> EncodedValue:
+    """An encrypted field's row as queries see it: the blind index for its hash, no sort key
+    and no items. The text is still the plaintext: ``Operations`` encrypts it on writing,
+    where the session id (part of the associated data) is known."""
+    field = spec.field(row.key)
+    if not field.encrypted:
+        return row
+    value_hash = field_hash(spec, field, spec.value_of(validated, field))
+    return EncodedValue(row.key, row.value, value_hash, None, None)
+
+
+def field_hash(spec: ModelSpec[Any], field: FieldSpec, value: Any) -> str:
+    """The ``value_hash`` of ``value`` stored under ``field``: the equality hash, or for an
+    encrypted field the blind index (HMAC under the store's index key)."""
+    if field.encrypted:
+        return spec.require_keys(field).blind_index(field.key, equality_form(value))
+    return equality_hash(value)
 
 
 # Types whose ``==`` is exact (no -0.0, no Decimal digits, no offsets): a value read

@@ -156,6 +156,15 @@ def _encoded_item(spec: ModelSpec[Any], field: FieldSpec, element: Any) -> str:
     return item
 
 
+def _refuse_encrypted(spec: ModelSpec[Any], field: FieldSpec, what: str) -> None:
+    if field.encrypted:
+        raise FilterError(
+            f"key {field.key!r}: {spec.name}.{field.name} is Encrypted(): {what} would need "
+            "its plaintext in the database; encrypted fields answer equality only "
+            "('eq', 'ne', 'in', 'not_in', 'exists', 'missing')"
+        )
+
+
 def _values_of(condition: Condition) -> list[Any]:
     value = condition.value
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -185,6 +194,8 @@ def _leaf(spec: ModelSpec[Any], condition: Condition, params: _Params, arrays: b
     if base == "in":
         hashes = {_encoded_hash(spec, field, value) for value in _values_of(condition)}
         return _membership(negated, params.add(field.key), hashes, params, arrays)
+    if base in ("contains", "gt", "ge", "lt", "le"):
+        _refuse_encrypted(spec, field, f"{op!r}")
     if base == "contains":
         if field.kind != "collection":
             raise FilterError(
@@ -391,6 +402,7 @@ def resolve_order(spec: ModelSpec[Any], order_by: OrderArg, params: _Params) -> 
         column: Any = order_by.key
         return Order(column, order_by.descending, f"{order_by.key}:{direction}")
     field = spec.field(order_by.key)
+    _refuse_encrypted(spec, field, "ordering")
     if field.kind not in ("range", "scalar"):
         raise FilterError(
             f"cannot order by key {field.key!r}: {spec.name}.{field.name} is not a scalar field"

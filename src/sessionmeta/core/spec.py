@@ -5,12 +5,13 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetPydanticSchema, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
+from sessionmeta.core.encryption import Encrypted
 from sessionmeta.core.fieldtypes import FieldKind, field_kind
 from sessionmeta.core.instants import second_offsets_schema
 from sessionmeta.core.limits import MAX_KEY_LENGTH, MAX_SESSION_ID_LENGTH
@@ -20,6 +21,9 @@ from sessionmeta.errors import (
     ModelDefinitionError,
     UnknownKeyError,
 )
+
+if TYPE_CHECKING:
+    from sessionmeta.core.encryption import EncryptionKeys
 
 __all__ = [
     "FieldSpec",
@@ -82,6 +86,8 @@ class FieldSpec:
     adapter: TypeAdapter[Any]
     # What queries may do with the field: ranges, ordering, ``contains``.
     kind: FieldKind = "other"
+    # Declared ``Encrypted()``: stored as ciphertext, found by equality only.
+    encrypted: bool = False
 
 
 def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
@@ -99,13 +105,16 @@ def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
 class ModelSpec(Generic[ModelT]):
     """A metadata model checked for storage, with its fields indexed by key and name."""
 
-    def __init__(self, model: type[ModelT]) -> None:
+    def __init__(self, model: type[ModelT], *, keys: EncryptionKeys | None = None) -> None:
         if not (isinstance(model, type) and issubclass(model, SessionMeta)):
             raise ModelDefinitionError(f"{model!r} is not a subclass of sessionmeta.SessionMeta")
         self.model = model
         self.name = model.__name__
         # An open model (extra="allow") takes any key besides its fields, as plain JSON.
         self.open = model.model_config.get("extra") == "allow"
+        # The keys of the encrypted fields (the store's); None where nothing is encrypted
+        # here, or where the caller only inspects the model.
+        self.keys = keys
         self.fields: dict[str, FieldSpec] = {}
         self._by_any_name: dict[str, FieldSpec] = {}
         for name, info in model.model_fields.items():
@@ -128,15 +137,33 @@ class ModelSpec(Generic[ModelT]):
                         f"{self.name}.{name}: {kind} {other!r} differs from the storage key "
                         f"{key!r}; values are written and read under one key: use `alias`"
                     )
+            encrypted = any(isinstance(item, Encrypted) for item in info.metadata)
             spec = FieldSpec(
                 name=name,
                 key=key,
                 adapter=_field_adapter(info),
-                kind=field_kind(info.annotation),
+                # An encrypted value has no sort key and no item rows: equality only.
+                kind="other" if encrypted else field_kind(info.annotation),
+                encrypted=encrypted,
             )
             self.fields[key] = spec
             self._by_any_name[key] = spec
             self._by_any_name.setdefault(name, spec)
+
+    @property
+    def encrypted(self) -> list[str]:
+        """The storage keys of the fields declared ``Encrypted()``."""
+        return [key for key, field in self.fields.items() if field.encrypted]
+
+    def require_keys(self, field: FieldSpec) -> EncryptionKeys:
+        """The keys that encrypt ``field``; refused when none were given."""
+        if self.keys is None:
+            raise InvalidArgumentError(
+                f"{self.name}.{field.name} is Encrypted(): pass "
+                "keys=EncryptionKeys(...) to the store (--keys-file or $SESSIONMETA_KEYS "
+                "on the command line)"
+            )
+        return self.keys
 
     def knows(self, key: str) -> bool:
         """Whether a stored ``key`` belongs to the model (every key does, in an open one)."""

@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sessionmeta.core.codec import EncodedValue, equality_hash, item_hashes, object_text
+from sessionmeta.core.codec import EncodedValue, field_hash, item_hashes, object_text
+from sessionmeta.core.sealing import open_row
 from sessionmeta.core.spec import ModelSpec, SessionMeta
-from sessionmeta.errors import InvalidArgumentError
+from sessionmeta.errors import DecryptionError, InvalidArgumentError
 from sessionmeta.io.database import Connection
 from sessionmeta.io.store import MetadataStore
 
@@ -189,7 +190,7 @@ def stale_hashes(
         field = spec.field(key)
         # The value as read, so the hash is made from what a write of it would store.
         python_value = spec.value_of(checked.model, field)
-        new_hash = equality_hash(python_value)
+        new_hash = field_hash(spec, field, python_value)
         if new_hash != value_hash:
             items = item_hashes(python_value) if field.kind == "collection" else None
             stale.append((EncodedValue(key, value, new_hash, None, items), value_hash))
@@ -205,14 +206,23 @@ def validate_session_rows(
 ) -> SessionCheck:
     """Validate one session's stored ``(key, value)`` rows as a read would; undeclared keys
     are ignored. Never raises for a stored value: failures are returned."""
-    known = [(key, value) for key, value in rows if spec.knows(key)]
-    model = spec.model
-    try:
-        # The same one-document validation a read does; per key only when it fails.
-        return SessionCheck(model.model_validate_json(object_text(known)), {})
-    except ValidationError:
-        pass
     invalid: dict[str, str] = {}
+    known: list[tuple[str, str]] = []
+    for key, value in rows:
+        if not spec.knows(key):
+            continue
+        try:
+            # Encrypted values are validated as a read sees them: decrypted.
+            known.append((key, open_row(spec, session_id, key, value)))
+        except DecryptionError as exc:
+            invalid[key] = f"cannot decrypt: {exc.reason}"
+    model = spec.model
+    if not invalid:
+        try:
+            # The same one-document validation a read does; per key only when it fails.
+            return SessionCheck(model.model_validate_json(object_text(known)), {})
+        except ValidationError:
+            pass
     kept: list[tuple[str, str]] = []
     for key, value in known:
         try:

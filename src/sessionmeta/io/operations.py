@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from sessionmeta.core.codec import EncodedValue, decode_rows
+from sessionmeta.core.sealing import open_rows, seal_rows
 from sessionmeta.core.spec import ModelSpec, ModelT
-from sessionmeta.errors import ConcurrencyError
+from sessionmeta.errors import ConcurrencyError, StoredValueError
 from sessionmeta.io.database import Connection, Database, SessionRowMissing
 from sessionmeta.sql.statements import Batch, Statements
 
@@ -91,9 +92,19 @@ class Operations(Generic[ModelT]):
     def decode(self, session_id: str, rows: Sequence[tuple[str, str]]) -> ModelT:
         """The model of one session's stored ``(key, value)`` rows (undeclared keys ignored)."""
         invalid: list[str] = []
-        result = decode_rows(
-            self.spec, session_id, list(rows), on_invalid=self.on_invalid, invalid_keys=invalid
-        )
+        # An encrypted value that does not decrypt raises whatever on_invalid says: read
+        # as a default, a wrong key would go unnoticed until the value was overwritten.
+        plain = open_rows(self.spec, session_id, rows)
+        try:
+            result = decode_rows(
+                self.spec, session_id, plain, on_invalid=self.on_invalid, invalid_keys=invalid
+            )
+        except StoredValueError as exc:
+            if exc.key not in self.spec.encrypted:
+                raise
+            # The message names the key and the reason, never the decrypted text.
+            stored = dict(rows)[exc.key]
+            raise StoredValueError(session_id, exc.key, stored, exc.reason) from None
         for key in invalid:
             logger.warning(
                 "session %r, key %r: stored value does not fit %s; read as the default",
@@ -190,7 +201,12 @@ class Operations(Generic[ModelT]):
         statements come in chunks (``Statements.write_many``): as many for ten
         sessions as for a few thousand.
         """
-        batch = self.statements.write_many(rows)
+        batch = self.statements.write_many(
+            {
+                session_id: seal_rows(self.spec, session_id, values)
+                for session_id, values in rows.items()
+            }
+        )
         if not batch:
             return
         await self.ensure_tables()
@@ -314,6 +330,7 @@ class Operations(Generic[ModelT]):
         whose upsert does it) the items of rewritten list and set values."""
         if not rows:
             return []
+        rows = seal_rows(self.spec, session_id, rows)
         statements = self.statements
         upsert = statements.upsert(len(rows))
         batch: Batch = [(upsert, statements.spelling.upsert_params(session_id, rows))]

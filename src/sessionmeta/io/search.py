@@ -18,6 +18,7 @@ from sessionmeta.core.codec import encode_model, object_text
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.plan import Plan, check_limit, encode_cursor, plan_query
+from sessionmeta.core.sealing import object_rows, open_rows
 from sessionmeta.core.spec import HasSessionId, ModelT, check_session_id
 from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.operations import Operations
@@ -45,11 +46,16 @@ class Searcher(Generic[ModelT]):
     def decode_many(self, sessions: Sequence[tuple[str, list[tuple[str, str]]]]) -> list[ModelT]:
         """Models for many sessions' rows: one validation of one JSON array when all fit."""
         spec = self.ops.spec
+        opened = sessions
+        if spec.encrypted:
+            opened = [
+                (session_id, open_rows(spec, session_id, rows)) for session_id, rows in sessions
+            ]
         text = (
             "["
             + ",".join(
                 object_text([(key, value) for key, value in rows if spec.knows(key)])
-                for _, rows in sessions
+                for _, rows in opened
             )
             + "]"
         )
@@ -150,6 +156,11 @@ class Searcher(Generic[ModelT]):
 
     async def _decode_objects(self, sessions: Sequence[tuple[str, str | None]]) -> list[ModelT]:
         """Models for sessions' values as JSON objects: one validation when all fit."""
+        if self.ops.spec.encrypted:
+            # Each value decrypted first: the object's members, verbatim, as rows.
+            return self.decode_many(
+                [(session_id, object_rows(values or "{}")) for session_id, values in sessions]
+            )
         text = "[" + ",".join(values or "{}" for _, values in sessions) + "]"
         try:
             return self._many_adapter.validate_json(text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic
 
@@ -10,6 +10,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sessionmeta.core.bulk import encode_sessions, session_ids
+from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
@@ -17,6 +18,7 @@ from sessionmeta.errors import DatabaseError, InvalidArgumentError
 from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.database import Database, shown_url
 from sessionmeta.io.operations import OnInvalid, Operations
+from sessionmeta.io.rekey import DEFAULT_REKEY_BATCH_SIZE, RekeyReport, rekey_store
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.io.scoped import ScopedStore
 from sessionmeta.io.search import Searcher
@@ -45,6 +47,9 @@ class MetadataStore(Generic[ModelT]):
     journal to WAL (write-ahead logging, kept by the file); ``sqlite_wal=False``
     leaves the journal mode as it is, for every store on the engine.
 
+    ``keys`` (:class:`~sessionmeta.EncryptionKeys`) encrypt the fields declared
+    ``Encrypted()``; a model with such fields needs them. See docs/encryption.md.
+
     ``read_engine`` (an engine on a read replica of the same database, same dialect
     and driver) takes the queries: finds, listings, counts and :meth:`get_many`.
     A replica may lag behind the primary, so a query there may miss a write just
@@ -69,6 +74,7 @@ class MetadataStore(Generic[ModelT]):
         retry: RetryPolicy | None = None,
         sqlite_wal: bool = True,
         read_engine: AsyncEngine | None = None,
+        keys: EncryptionKeys | None = None,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise InvalidArgumentError(
@@ -93,8 +99,15 @@ class MetadataStore(Generic[ModelT]):
             )
         if read_engine is not None:
             _check_read_engine(engine, read_engine)
+        if keys is not None and not isinstance(keys, EncryptionKeys):
+            raise InvalidArgumentError(f"keys must be EncryptionKeys, not {keys!r}")
         self.model = model
-        self.spec = ModelSpec(model)
+        self.spec = ModelSpec(model, keys=keys)
+        if self.spec.encrypted and keys is None:
+            raise InvalidArgumentError(
+                f"{self.spec.name} declares Encrypted() fields "
+                f"({', '.join(map(repr, self.spec.encrypted))}): pass keys=EncryptionKeys(...)"
+            )
         self.engine = engine
         self.on_invalid: OnInvalid = on_invalid
         self.connect_timeout = connect_timeout
@@ -142,6 +155,7 @@ class MetadataStore(Generic[ModelT]):
         retry: RetryPolicy | None = None,
         sqlite_wal: bool = True,
         read_url: str | None = None,
+        keys: EncryptionKeys | None = None,
     ) -> MetadataStore[ModelT]:
         """A store on a new engine for ``url`` (and one for the read replica at
         ``read_url``, with the same ``engine_kwargs``), disposed of by :meth:`close`."""
@@ -161,6 +175,7 @@ class MetadataStore(Generic[ModelT]):
             retry=retry,
             sqlite_wal=sqlite_wal,
             read_engine=read_engine,
+            keys=keys,
         )
         store._owns_engine = True
         return store
@@ -335,6 +350,25 @@ class MetadataStore(Generic[ModelT]):
         if not ids or resolved == []:
             return
         await self.ops.delete_many(ids, resolved)
+
+    async def rekey(
+        self,
+        *,
+        batch_size: int = DEFAULT_REKEY_BATCH_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> RekeyReport:
+        """Re-encrypt every encrypted value under the current key of the store's
+        :class:`~sessionmeta.EncryptionKeys`, and rehash it under its index key.
+
+        The table is read in batches of ``batch_size`` rows; each batch's rewrites are
+        one short transaction, each conditioned on the text read, so a value written
+        meanwhile is never overwritten. Reads and writes go on meanwhile: every key
+        listed still decrypts. Values stored in plaintext before their field was
+        declared ``Encrypted()`` are encrypted too. Values that do not decrypt (or no
+        longer fit the model) are left as they are and listed in the report.
+        ``progress`` is called with the rows read so far after each batch.
+        """
+        return await rekey_store(self.ops, batch_size=batch_size, progress=progress)
 
     def scoped(
         self, scope: Mapping[str, Any] | None = None, /, **pairs: Any

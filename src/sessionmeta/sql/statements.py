@@ -22,6 +22,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    null,
     or_,
     select,
     update,
@@ -353,6 +354,29 @@ class Statements:
                     values.c.value_hash == bindparam("old_hash"),
                 )
                 .values(value_hash=bindparam("new_hash"))
+            ),
+        )
+
+    def reseal(self) -> CompiledStatement:
+        """Give a row a new stored text and hash (and no sort key), if it still holds the
+        text read: an encrypted value re-encrypted under the current key, never over a
+        value written meanwhile."""
+        values = self.tables.values
+        return self.compiled(
+            "reseal",
+            0,
+            lambda: (
+                values.update()
+                .where(
+                    values.c.session_id == bindparam("session_id"),
+                    values.c.key == bindparam("key"),
+                    values.c.value == bindparam("old_value"),
+                )
+                .values(
+                    value=bindparam("new_value"),
+                    value_hash=bindparam("new_hash"),
+                    sort_key=null(),
+                )
             ),
         )
 

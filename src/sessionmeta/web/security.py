@@ -124,7 +124,7 @@ class Guard:
             return True
         host = _header(scope, b"host") or ""
         # "127.0.0.1:8765" and "[::1]:8765" without their port.
-        name = host[:host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+        name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
         return name in self.allowed_hosts
 
     def _authorized(self, scope: Scope, query: list[tuple[str, str]]) -> bool:
