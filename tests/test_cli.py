@@ -463,15 +463,18 @@ async def test_schema_is_the_models_json_schema() -> None:
 
 DATABASE = {"--url", "--connect-timeout", "--sessions-table", "--metadata-table", "--json"}
 # Each command's help lists the options it reads, and no other.
+# The commands that read a model read the keys of its encrypted fields too.
+WITH_MODEL = DATABASE | {"--model", "--keys-file"}
 COMMANDS = {
     "init": DATABASE,
-    "show": DATABASE | {"--model"},
-    "set": DATABASE | {"--model"},
-    "delete": DATABASE | {"--model"},
-    "find": DATABASE | {"--model", "--limit", "--cursor"},
-    "list": DATABASE | {"--model", "--columns", "--where", "--order-by", "--limit", "--cursor"},
-    "check": DATABASE | {"--model", "--strict", "--batch-size", "--max-examples", "--no-progress"},
-    "rehash": DATABASE | {"--model", "--batch-size"},
+    "show": WITH_MODEL,
+    "set": WITH_MODEL,
+    "delete": WITH_MODEL,
+    "find": WITH_MODEL | {"--limit", "--cursor"},
+    "list": WITH_MODEL | {"--columns", "--where", "--order-by", "--limit", "--cursor"},
+    "check": WITH_MODEL | {"--strict", "--batch-size", "--max-examples", "--no-progress"},
+    "rehash": WITH_MODEL | {"--batch-size"},
+    "rekey": WITH_MODEL | {"--batch-size"},
     "ddl": {
         "--sessions-table",
         "--metadata-table",

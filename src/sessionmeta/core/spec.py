@@ -149,11 +149,8 @@ class ModelSpec(Generic[ModelT]):
             self.fields[key] = spec
             self._by_any_name[key] = spec
             self._by_any_name.setdefault(name, spec)
-
-    @property
-    def encrypted(self) -> list[str]:
-        """The storage keys of the fields declared ``Encrypted()``."""
-        return [key for key, field in self.fields.items() if field.encrypted]
+        # The storage keys of the fields declared ``Encrypted()`` (read on every write).
+        self.encrypted: list[str] = [key for key, found in self.fields.items() if found.encrypted]
 
     def require_keys(self, field: FieldSpec) -> EncryptionKeys:
         """The keys that encrypt ``field``; refused when none were given."""
