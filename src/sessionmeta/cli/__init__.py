@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add(
         "serve",
         "serve:serve",
-        ("url", "model", "tables"),
+        ("url", "model", "tables", "keys"),
         "serve admin pages to browse, search and edit the sessions' metadata (web extra)",
     )
     serve.add_argument(

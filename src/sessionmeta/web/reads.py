@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, bindparam, select
 
+from sessionmeta.core.sealing import open_row
 from sessionmeta.core.versions import version_of
 from sessionmeta.io.check import WHOLE_MODEL, read_session_rows, validate_session_rows
 from sessionmeta.io.store import MetadataStore
@@ -71,7 +72,12 @@ async def read_session(
     spec = store.spec
     declared = [(key, value) for key, value in rows if key in spec.fields]
     checked = validate_session_rows(spec, session_id, declared)
-    texts = dict(declared)
+    # Encrypted values are shown and edited decrypted (a value that does not decrypt is
+    # shown as stored, beside its error).
+    texts = {
+        key: value if key in checked.invalid else open_row(spec, session_id, key, value)
+        for key, value in declared
+    }
     return SessionView(
         session_id=session_id,
         fields=[
