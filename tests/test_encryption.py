@@ -446,3 +446,50 @@ async def test_rekey_reports_values_it_cannot_read(
     assert (report.unreadable[0].session_id, report.unreadable[0].key) == ("s2", "email")
     with pytest.raises(InvalidArgumentError, match="batch_size"):
         await rotated.rekey(batch_size=0)
+
+
+HIDE_CRYPTOGRAPHY = """
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "cryptography" or name.startswith("cryptography."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+"""
+
+
+def test_without_cryptography_models_declare_and_keys_name_the_extra() -> None:
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    import sessionmeta
+
+    code = HIDE_CRYPTOGRAPHY + textwrap.dedent(
+        """
+        from typing import Annotated
+        from sessionmeta import Encrypted, EncryptionKeys, SessionMeta
+
+        class Contact(SessionMeta):
+            email: Annotated[str | None, Encrypted()] = None
+
+        try:
+            EncryptionKeys({"k1": b"1" * 32}, current="k1", index_key=b"2" * 32)
+        except ModuleNotFoundError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(sessionmeta.__file__).resolve().parents[1])},
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'sessionmeta[encryption]'" in result.stdout

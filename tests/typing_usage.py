@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sessionmeta import MetadataStore, SessionMeta
+from typing import Annotated
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sessionmeta import Encrypted, EncryptionKeys, MetadataStore, SessionMeta
 
 
 class ChatMeta(SessionMeta):
@@ -30,3 +34,20 @@ async def usage(store: MetadataStore[ChatMeta]) -> None:
 
 class OtherMeta(SessionMeta):
     title: str | None = None
+
+
+class SecretMeta(SessionMeta):
+    email: Annotated[str | None, Encrypted()] = None
+
+
+async def encrypted(engine: AsyncEngine, key: bytes, index_key: bytes) -> None:
+    keys = EncryptionKeys({"k1": key}, current="k1", index_key=index_key)
+    store = MetadataStore(SecretMeta, engine, keys=keys)
+    email: str | None = (await store.bind("s1").get_metadata()).email
+    report = await store.rekey(batch_size=100)
+    rewritten: int = report.rewritten
+    print(email, rewritten)
+    MetadataStore(SecretMeta, engine, keys={"k1": key})  # E
+    EncryptionKeys({"k1": key}, current=1, index_key=index_key)  # E
+    wrong: int = (await store.bind("s1").get_metadata()).email  # E
+    print(wrong)

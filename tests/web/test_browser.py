@@ -91,8 +91,17 @@ class Server:
         self.log = log
         self.base = f"http://127.0.0.1:{self.port}"
         command = [
-            sys.executable, "-m", "sessionmeta", "serve", "--url", url,
-            "--model", "tests.web.models:Ticket", "--port", str(self.port), *options,
+            sys.executable,
+            "-m",
+            "sessionmeta",
+            "serve",
+            "--url",
+            url,
+            "--model",
+            "tests.web.models:Ticket",
+            "--port",
+            str(self.port),
+            *options,
         ]
         with log.open("w") as output:
             self.process = subprocess.Popen(
@@ -338,8 +347,10 @@ async def test_the_check_page_and_a_delete_confirmation(
     serve: Callable[..., Server],
 ) -> None:
     await ticket_store.set_many({session_id(n): ticket(n) for n in range(200)})
-    await MetadataStore(UntypedMeta, engine).bind(session_id(7)).set_metadata(
-        {"priority": "urgent", "legacy_flag": True}
+    await (
+        MetadataStore(UntypedMeta, engine)
+        .bind(session_id(7))
+        .set_metadata({"priority": "urgent", "legacy_flag": True})
     )
     server = serve()
     browser.get(server.base + "/check")

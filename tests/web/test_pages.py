@@ -280,8 +280,10 @@ async def test_the_check_page_runs_the_scan_with_progress(
     engine: AsyncEngine, ticket_store: MetadataStore[Ticket], pages: Client
 ) -> None:
     await load(ticket_store, 30)
-    await MetadataStore(UntypedMeta, engine).bind(session_id(4)).set_metadata(
-        {"priority": "urgent", "colour": "red"}
+    await (
+        MetadataStore(UntypedMeta, engine)
+        .bind(session_id(4))
+        .set_metadata({"priority": "urgent", "colour": "red"})
     )
     client = await pages()
     page = await client.get("/check")
