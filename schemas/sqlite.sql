@@ -33,3 +33,14 @@ CREATE TABLE agent_sessions_metadata_items (
 );
 
 CREATE INDEX ix_agent_sessions_metadata_items ON agent_sessions_metadata_items ("key", item_hash, session_id, value_hash);
+
+CREATE TABLE agent_sessions_metadata_unique (
+	"key" VARCHAR(255) NOT NULL, 
+	scope_hash VARCHAR(32) NOT NULL, 
+	value_hash VARCHAR(32) NOT NULL, 
+	session_id VARCHAR NOT NULL, 
+	CONSTRAINT pk_agent_sessions_metadata_unique PRIMARY KEY ("key", scope_hash, value_hash), 
+	CONSTRAINT fk_agent_sessions_metadata_unique_session FOREIGN KEY(session_id) REFERENCES agent_sessions (session_id) ON DELETE CASCADE
+);
+
+CREATE UNIQUE INDEX ux_agent_sessions_metadata_unique_session ON agent_sessions_metadata_unique (session_id, "key");

@@ -20,7 +20,11 @@ from .conftest import reset_database
 from .models import ChatMeta
 from .test_cli import Result, run
 
-METADATA_TABLES = {"agent_sessions_metadata", "agent_sessions_metadata_items"}
+METADATA_TABLES = {
+    "agent_sessions_metadata",
+    "agent_sessions_metadata_items",
+    "agent_sessions_metadata_unique",
+}
 
 
 def client(db_url: str) -> tuple[list[str], dict[str, str]]:
@@ -135,6 +139,7 @@ async def test_if_not_exists_creates_every_table_on_an_empty_database_and_runs_a
             "idx_agent_sessions_metadata_key_hash",
             "idx_agent_sessions_metadata_key_sort",
             "ix_agent_sessions_metadata_items",
+            "ux_agent_sessions_metadata_unique_session",
         } <= indexes
         await reset(engine)
 

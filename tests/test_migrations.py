@@ -110,7 +110,11 @@ async def test_autogenerate_sees_the_missing_table_before_the_migration(
     async with engine.connect() as connection:
         found = await connection.run_sync(differences, store)
     added = [diff[1].name for diff in found if diff[0] == "add_table"]
-    assert sorted(added) == ["agent_sessions_metadata", "agent_sessions_metadata_items"]
+    assert sorted(added) == [
+        "agent_sessions_metadata",
+        "agent_sessions_metadata_items",
+        "agent_sessions_metadata_unique",
+    ]
 
 
 def test_offline_sql_is_the_create_statements(capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,7 +160,12 @@ async def test_the_example_migrates_an_empty_database_and_an_sdk_one(
         assert code == 0, (args, out)
     async with engine.connect() as connection:
         names = await connection.run_sync(table_names)
-    assert {"agent_sessions", "agent_sessions_metadata", "agent_sessions_metadata_items"} <= names
+    assert {
+        "agent_sessions",
+        "agent_sessions_metadata",
+        "agent_sessions_metadata_items",
+        "agent_sessions_metadata_unique",
+    } <= names
     if start == "empty":
         # The SDK takes the sessions table the migration made, and adds its messages.
         await sdk_database(engine)

@@ -33,7 +33,11 @@ operations = pytest.importorskip("alembic.operations")
 memory = pytest.importorskip("agents.extensions.memory")
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("agent_sessions_metadata", "agent_sessions_metadata_items")
+OURS = (
+    "agent_sessions_metadata",
+    "agent_sessions_metadata_items",
+    "agent_sessions_metadata_unique",
+)
 # (session_id's declaration, the table's collation): what the database shows for it.
 SHAPES = {
     "default-collation": ("VARCHAR(255)", "utf8mb4_general_ci", "varchar(255)"),

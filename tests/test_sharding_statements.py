@@ -369,6 +369,13 @@ def statement_calls(spec: ModelSpec[Meta]) -> dict[str, list[Callable[[Statement
         ],
         "write_many": [lambda s: s.write_many(many)],
         "delete_one": [lambda s: s.delete_one("s0", None), lambda s: s.delete_one("s0", ["tags"])],
+        "release_claims": [lambda s: s.release_claims(1, 1), lambda s: s.release_claims(5, 2)],
+        "claim_values": [
+            lambda s: s.claim_values(1, scoped=False),
+            lambda s: s.claim_values(5, scoped=True),
+        ],
+        "claim_holder": [lambda s: s.claim_holder()],
+        "release_stale_claim": [lambda s: s.release_stale_claim()],
         "delete_many": [
             lambda s: s.delete_many(list(many), None),
             lambda s: s.delete_many(list(many), ["tags"]),

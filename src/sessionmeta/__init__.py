@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from sessionmeta.core.page import Page, SessionListing
     from sessionmeta.core.spec import HasSessionId, SessionMeta, UntypedMeta
+    from sessionmeta.core.unique import Unique
     from sessionmeta.core.versions import Versioned
     from sessionmeta.errors import (
         ConcurrencyError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SessionNotInScopeError,
         StoredValueError,
         TableNameError,
+        UniqueValueError,
         UnknownKeyError,
         UnsupportedDialectError,
     )
@@ -81,6 +83,7 @@ _MODULES = {
     "sessionmeta.core.encryption": ("Encrypted", "EncryptionKeys"),
     "sessionmeta.core.page": ("Page", "SessionListing"),
     "sessionmeta.core.spec": ("HasSessionId", "SessionMeta", "UntypedMeta"),
+    "sessionmeta.core.unique": ("Unique",),
     "sessionmeta.core.versions": ("Versioned",),
     "sessionmeta.errors": (
         "ConcurrencyError",
@@ -97,6 +100,7 @@ _MODULES = {
         "SessionNotInScopeError",
         "StoredValueError",
         "TableNameError",
+        "UniqueValueError",
         "UnknownKeyError",
         "UnsupportedDialectError",
     ),
@@ -176,6 +180,8 @@ __all__ = [
     "StaleHash",
     "StoredValueError",
     "TableNameError",
+    "Unique",
+    "UniqueValueError",
     "UnknownKeyError",
     "UnreadableValue",
     "UnsupportedDialectError",

@@ -21,6 +21,7 @@ __all__ = [
     "SessionNotInScopeError",
     "StoredValueError",
     "TableNameError",
+    "UniqueValueError",
     "UnknownKeyError",
     "UnsupportedDialectError",
 ]
@@ -138,11 +139,46 @@ class SessionNotFoundError(SessionMetaError, LookupError):
 
 
 class ConflictError(SessionMetaError):
-    """A session changed between the read that produced a version and the write that expected it."""
+    """A write conflicts with what is stored: the session changed between the read that
+    produced a version and the write that expected it, or (:class:`UniqueValueError`)
+    another session holds a unique value."""
 
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         self.session_id = session_id
         super().__init__(message)
+
+
+class UniqueValueError(ConflictError):
+    """A write would give a unique field's value to a second session (see ``Unique``).
+
+    ``key`` and ``value`` are the field and the value refused, ``session_id`` the
+    session written, ``holder`` the session that holds the value (``None`` when
+    it could not be read: inside a caller's transaction, which must roll back).
+    Nothing of the call was written.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        value: object,
+        *,
+        session_id: str | None,
+        holder: str | None,
+        scope: str | None = None,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.holder = holder
+        within = f" among sessions with {scope}" if scope else ""
+        held = f"session {holder!r}" if holder is not None else "another session"
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        writing = f"session {session_id!r}: " if session_id is not None else ""
+        super().__init__(
+            f"{writing}{key!r} = {shown} is unique{within} and {held} holds it; "
+            "nothing was written",
+            session_id=session_id,
+        )
 
 
 class DatabaseError(SessionMetaError):

@@ -107,7 +107,9 @@ def main() -> None:
     for line, code, expected in python_blocks(path.read_text(encoding="utf-8")):
         printed = io.StringIO()
         # Blank lines keep the reported line numbers those of the Markdown file.
-        compiled = compile("\n" * (line - 1) + code, str(path), "exec")
+        # dont_inherit: the blocks run as a file of their own would, without this
+        # module's `from __future__ import annotations`.
+        compiled = compile("\n" * (line - 1) + code, str(path), "exec", dont_inherit=True)
         with contextlib.redirect_stdout(printed):
             exec(compiled, namespace)
         results.append({"line": line, "printed": printed.getvalue(), "expected": expected})

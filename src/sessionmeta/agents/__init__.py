@@ -41,6 +41,7 @@ from sessionmeta.core.spec import SessionMeta, UntypedMeta, check_session_id
 from sessionmeta.errors import DatabaseError
 from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.database import shown_url
+from sessionmeta.io.lookup import get_or_create_by, new_session_id, plan_lookup
 from sessionmeta.io.operations import OnInvalid
 from sessionmeta.io.store import MetadataStore
 
@@ -169,6 +170,31 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
             session_settings=session_settings,
             **kwargs,
         )
+
+    @classmethod
+    async def get_or_create_by(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        engine: AsyncEngine,
+        metadata_model: type[MetaT],
+        defaults: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> tuple[MetadataSQLAlchemySession[MetaT], bool]:
+        """``(session, created)``: the session whose unique ``key`` holds ``value`` (a
+        Slack thread's id, say), or a new one storing it and ``defaults``, race-free, as
+        :meth:`MetadataStore.get_or_create_by`. A new session's id is
+        ``uuid.uuid4().hex``; ``kwargs`` are the constructor's (``create_tables``...)."""
+        made = new_session_id()
+        session = cls(made, engine=engine, metadata_model=metadata_model, **kwargs)
+        store = session._sessionmeta_store
+        lookup = plan_lookup(store.spec, key, value, defaults)  # checked before any I/O
+        await session._ensure_tables()
+        found, created = await get_or_create_by(store.ops, lookup, session_id=lambda: made)
+        if found == made:
+            return session, created
+        return cls(found, engine=engine, metadata_model=metadata_model, **kwargs), created
 
     def __repr__(self) -> str:
         model = None if self._sessionmeta_untyped else self._sessionmeta_store.spec.name

@@ -15,6 +15,7 @@ from sessionmeta.core.encryption import Encrypted
 from sessionmeta.core.fieldtypes import FieldKind, field_kind
 from sessionmeta.core.instants import second_offsets_schema
 from sessionmeta.core.limits import MAX_KEY_LENGTH, MAX_SESSION_ID_LENGTH
+from sessionmeta.core.unique import UniqueKey, unique_keys
 from sessionmeta.errors import (
     InvalidArgumentError,
     InvalidSessionIdError,
@@ -108,6 +109,11 @@ class ModelSpec(Generic[ModelT]):
     def __init__(self, model: type[ModelT], *, keys: EncryptionKeys | None = None) -> None:
         if not (isinstance(model, type) and issubclass(model, SessionMeta)):
             raise ModelDefinitionError(f"{model!r} is not a subclass of sessionmeta.SessionMeta")
+        if not model.__pydantic_complete__:
+            # Annotations not resolvable when the class was made (defined in an exec'd
+            # namespace, or naming a later class): resolved now, so that the fields'
+            # metadata, Unique() included, is read.
+            model.model_rebuild(raise_errors=False)
         self.model = model
         self.name = model.__name__
         # An open model (extra="allow") takes any key besides its fields, as plain JSON.
@@ -117,6 +123,7 @@ class ModelSpec(Generic[ModelT]):
         self.keys = keys
         self.fields: dict[str, FieldSpec] = {}
         self._by_any_name: dict[str, FieldSpec] = {}
+        field_metadata: dict[str, list[Any]] = {}
         for name, info in model.model_fields.items():
             # An empty alias is still an alias: refused below, never silently the name.
             key = info.alias if info.alias is not None else name
@@ -149,6 +156,9 @@ class ModelSpec(Generic[ModelT]):
             self.fields[key] = spec
             self._by_any_name[key] = spec
             self._by_any_name.setdefault(name, spec)
+            field_metadata[key] = list(info.metadata)
+        # Fields declared Unique(), by storage key.
+        self.unique: dict[str, UniqueKey] = unique_keys(self.name, self.fields, field_metadata)
         # The storage keys of the fields declared ``Encrypted()`` (read on every write).
         self.encrypted: list[str] = [key for key, found in self.fields.items() if found.encrypted]
 

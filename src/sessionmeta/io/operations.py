@@ -19,6 +19,7 @@ from sessionmeta.core.codec import EncodedValue, decode_rows
 from sessionmeta.core.sealing import open_rows, seal_rows
 from sessionmeta.core.spec import ModelSpec, ModelT
 from sessionmeta.errors import ConcurrencyError, StoredValueError
+from sessionmeta.io.claims import ClaimKeeper, ClaimTaken
 from sessionmeta.io.database import Connection, Database, SessionRowMissing
 from sessionmeta.sql.statements import Batch, Statements
 
@@ -55,6 +56,8 @@ class Operations(Generic[ModelT]):
         self.on_invalid: OnInvalid = on_invalid
         self.tables_pending = create_tables
         self._tables_lock = asyncio.Lock()
+        # Unique fields' claims, kept in each write's transaction (none without them).
+        self.claims = ClaimKeeper(spec, statements, db)
 
     def on(self, db: Database) -> Operations[ModelT]:
         """The same operations on another database handle (a caller's connection), which
@@ -158,9 +161,18 @@ class Operations(Generic[ModelT]):
 
     # Writes
 
-    async def write(self, session_id: str, rows: list[EncodedValue]) -> None:
-        """Store ``rows``, creating the session row when missing; other keys stay."""
+    async def write(
+        self, session_id: str, rows: list[EncodedValue], *, fresh: bool = False
+    ) -> None:
+        """Store ``rows``, creating the session row when missing; other keys stay.
+
+        ``fresh``: the session is new (``get_or_create_by``), so it holds no claims.
+        """
         await self.ensure_tables()
+        unique_keys = self.claims.affected(row.key for row in rows)
+        if unique_keys:
+            await self._write_claiming(session_id, rows, unique_keys, fresh=fresh)
+            return
         if self.statements.upsert_creates_session:
             # One statement creates the session row and writes the values.
             try:
@@ -194,6 +206,44 @@ class Operations(Generic[ModelT]):
 
         await self.db.run(create_and_write, session_id=session_id, transaction=True)
 
+    async def _write_claiming(
+        self, session_id: str, rows: list[EncodedValue], unique_keys: list[str], *, fresh: bool
+    ) -> None:
+        """:meth:`write` of rows that change unique keys: the session row, the values and
+        the claims in one transaction."""
+
+        async def create_and_write(db: Connection) -> None:
+            batch = self.write_batch(session_id, rows)
+            if not self.statements.upsert_creates_session:
+                batch.insert(0, (self.statements.insert_session(), {"session_id": session_id}))
+            await db.execute_all(batch)
+            await self._refresh(db, {session_id: (rows, [])}, unique_keys, fresh=fresh)
+
+        try:
+            await self.claims.guarded(
+                lambda: self.db.run(create_and_write, session_id=session_id, transaction=True)
+            )
+        except SessionRowMissing as exc:
+            raise ConcurrencyError(
+                f"session {session_id!r} was deleted during the write", session_id=session_id
+            ) from exc
+
+    async def _refresh(
+        self,
+        db: Connection,
+        changes: dict[str, tuple[list[EncodedValue], list[str] | None]],
+        unique_keys: list[str],
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """Claim again the unique ``unique_keys`` of the sessions ``changes`` wrote (rows)
+        or deleted from (keys), in their transaction; a refusal carries ``changes``."""
+        try:
+            await self.claims.refresh(db, list(changes), unique_keys, fresh=fresh)
+        except ClaimTaken as taken:
+            taken.writes = changes
+            raise
+
     async def write_many(self, rows: dict[str, list[EncodedValue]]) -> None:
         """Store each session's ``rows`` in one transaction, creating missing session rows.
 
@@ -210,8 +260,26 @@ class Operations(Generic[ModelT]):
         if not batch:
             return
         await self.ensure_tables()
+        # Sessions by the unique keys their rows change (most calls: one group).
+        claiming: dict[tuple[str, ...], list[str]] = {}
+        for session_id, session_rows in rows.items():
+            unique_keys = self.claims.affected(row.key for row in session_rows)
+            if unique_keys:
+                claiming.setdefault(tuple(unique_keys), []).append(session_id)
+
+        async def work(db: Connection) -> None:
+            await db.execute_all(batch)
+            for unique_keys, ids in claiming.items():
+                changes: dict[str, tuple[list[EncodedValue], list[str] | None]] = {
+                    session_id: (rows[session_id], []) for session_id in ids
+                }
+                await self._refresh(db, changes, list(unique_keys))
+
         try:
-            await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
+            if claiming:
+                await self.claims.guarded(lambda: self.db.run(work, transaction=True))
+            else:
+                await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
         except SessionRowMissing as exc:
             # PostgreSQL: a session was deleted between the statement's insert and its
             # foreign-key check.
@@ -225,15 +293,38 @@ class Operations(Generic[ModelT]):
         if not batch:
             return
         await self.ensure_tables()
-        await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
+        unique_keys = self.claims.affected(keys)
+        if not unique_keys:
+            await self.db.run(lambda db: db.execute_all(batch), transaction=len(batch) > 1)
+            return
+        changes: dict[str, tuple[list[EncodedValue], list[str] | None]] = {
+            session_id: ([], keys) for session_id in ids
+        }
+
+        async def work(db: Connection) -> None:
+            await db.execute_all(batch)
+            await self._refresh(db, changes, unique_keys)
+
+        await self.claims.guarded(lambda: self.db.run(work, transaction=True))
 
     async def delete(self, session_id: str, keys: list[str] | None) -> None:
         """Delete ``keys`` of one session, or every key (after locking the session, in one
         transaction, where the backend needs that: ``Statements.delete_one``)."""
         await self.ensure_tables()
         batch = self.statements.delete_one(session_id, keys)
-        await self.db.run(
-            lambda db: db.execute_all(batch), session_id=session_id, transaction=len(batch) > 1
+        unique_keys = self.claims.affected(keys)
+        if not unique_keys:
+            await self.db.run(
+                lambda db: db.execute_all(batch), session_id=session_id, transaction=len(batch) > 1
+            )
+            return
+
+        async def work(db: Connection) -> None:
+            await db.execute_all(batch)
+            await self._refresh(db, {session_id: ([], keys)}, unique_keys)
+
+        await self.claims.guarded(
+            lambda: self.db.run(work, session_id=session_id, transaction=True)
         )
 
     async def delete_rows(self, db: Connection, session_id: str, keys: list[str] | None) -> None:
@@ -241,6 +332,7 @@ class Operations(Generic[ModelT]):
         params = self._key_params(session_id, keys)
         for statement in self.statements.delete_values(None if keys is None else len(keys)):
             await db.execute(statement, params)
+        await self._refresh(db, {session_id: ([], keys)}, self.claims.affected(keys))
 
     def _key_params(self, session_id: str, keys: list[str] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"session_id": session_id}
@@ -278,7 +370,11 @@ class Operations(Generic[ModelT]):
             rows = [(key, value, value_hash) for key, value, value_hash in found]
             return await body(db, rows)
 
-        return await self.db.run(work, session_id=session_id, transaction=True)
+        if not self.spec.unique:
+            return await self.db.run(work, session_id=session_id, transaction=True)
+        return await self.claims.guarded(
+            lambda: self.db.run(work, session_id=session_id, transaction=True)
+        )
 
     async def replace_history(
         self, session_id: str, messages_table: str, messages: list[str]
@@ -324,6 +420,9 @@ class Operations(Generic[ModelT]):
         so callers run it in a transaction when a row holds a list.
         """
         await db.execute_all(self.write_batch(session_id, rows))
+        unique_keys = self.claims.affected(row.key for row in rows)
+        if unique_keys:
+            await self._refresh(db, {session_id: (rows, [])}, unique_keys)
 
     def write_batch(self, session_id: str, rows: list[EncodedValue]) -> Batch:
         """The statements of :meth:`write_rows`: the upsert, then (but on PostgreSQL,

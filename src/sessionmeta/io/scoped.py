@@ -31,6 +31,7 @@ from sessionmeta.io.atomic import (
     write_in_scope,
 )
 from sessionmeta.io.bound import BoundMetadata
+from sessionmeta.io.lookup import NewSessionId, get_or_create_by, plan_lookup
 from sessionmeta.io.search import Searcher
 
 __all__ = ["ScopedBoundMetadata", "ScopedStore"]
@@ -98,6 +99,21 @@ class ScopedStore(Generic[ModelT]):
     ) -> list[str]:
         """:meth:`MetadataStore.find_sessions_by_metadata` within the scope."""
         return list(await self.find_sessions({key: value}, limit=limit))
+
+    async def get_or_create_by(
+        self,
+        key: str,
+        value: Any,
+        defaults: Mapping[str, Any] | None = None,
+        *,
+        session_id: NewSessionId | None = None,
+    ) -> tuple[str, bool]:
+        """:meth:`MetadataStore.get_or_create_by` within the scope: a created session
+        stores the scope's values too (with ``Unique(per=...)`` on a scope key, they are
+        part of the lookup). A holder outside the scope raises
+        :class:`~sessionmeta.SessionNotInScopeError`."""
+        lookup = plan_lookup(self.spec, key, value, defaults, self.scope_of)
+        return await get_or_create_by(self.search.ops, lookup, session_id=session_id)
 
     async def get_many(self, sessions: Iterable[str | HasSessionId]) -> dict[str, ModelT]:
         """:meth:`MetadataStore.get_many`; raises if any session belongs to another scope."""

@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sessionmeta.core.bulk import encode_sessions, session_ids
 from sessionmeta.core.encryption import EncryptionKeys
+from sessionmeta.core.claims import check_distinct
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
 from sessionmeta.errors import DatabaseError, InvalidArgumentError
 from sessionmeta.io.bound import BoundMetadata
 from sessionmeta.io.database import Database, shown_url
+from sessionmeta.io.lookup import NewSessionId, get_or_create_by, plan_lookup
 from sessionmeta.io.operations import OnInvalid, Operations
 from sessionmeta.io.rekey import DEFAULT_REKEY_BATCH_SIZE, RekeyReport, rekey_store
 from sessionmeta.io.retry import RetryPolicy
@@ -334,7 +336,9 @@ class MetadataStore(Generic[ModelT]):
         other keys of each session stay. Rows go in multi-row statements of up to
         a few thousand rows, so ten sessions and a few thousand take as many.
         """
-        await self.ops.write_many(encode_sessions(self.spec, values))
+        encoded = encode_sessions(self.spec, values)
+        check_distinct(self.spec.unique, encoded)
+        await self.ops.write_many(encoded)
 
     async def delete_many(
         self, sessions: Iterable[str | HasSessionId], keys: Iterable[str] | None = None
@@ -369,6 +373,25 @@ class MetadataStore(Generic[ModelT]):
         ``progress`` is called with the rows read so far after each batch.
         """
         return await rekey_store(self.ops, batch_size=batch_size, progress=progress)
+    async def get_or_create_by(
+        self,
+        key: str,
+        value: Any,
+        defaults: Mapping[str, Any] | None = None,
+        *,
+        session_id: NewSessionId | None = None,
+    ) -> tuple[str, bool]:
+        """``(session_id, created)``: the session whose unique ``key`` holds ``value``, or
+        a new one storing ``value`` and ``defaults``, race-free.
+
+        ``key`` must be declared ``Unique()`` (with ``per=``, put the scope key's value
+        in ``defaults``: it is part of the lookup). Of many concurrent callers with one
+        value, one creates the session and the others get it with ``created=False``.
+        New ids are ``uuid.uuid4().hex`` unless ``session_id`` (a function returning a
+        new id) says otherwise. Everything is checked before any I/O.
+        """
+        lookup = plan_lookup(self.spec, key, value, defaults)
+        return await get_or_create_by(self.ops, lookup, session_id=session_id)
 
     def scoped(
         self, scope: Mapping[str, Any] | None = None, /, **pairs: Any

@@ -90,6 +90,8 @@ class Tables:
     values: Table
     # One row per distinct element of a list or set value: serves ``contains``.
     items: Table
+    # One row per stored value of a unique field: its primary key refuses a second holder.
+    claims: Table
 
 
 def build_tables(sessions_table: str, metadata_table: str) -> Tables:
@@ -149,7 +151,8 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         mysql_collate="utf8mb4_bin",
     )
     items = _items_table(metadata, metadata_table, sessions)
-    return Tables(metadata, sessions, values, items)
+    claims = _claims_table(metadata, metadata_table, sessions)
+    return Tables(metadata, sessions, values, items, claims)
 
 
 def _hash_type() -> TypeEngine[str]:
@@ -188,6 +191,39 @@ def _items_table(metadata: MetaData, metadata_table: str, sessions: Table) -> Ta
         ),
         # value_hash too: the join to the current value is then answered from the index.
         Index(f"ix_{name}", "key", "item_hash", "session_id", "value_hash"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+def _claims_table(metadata: MetaData, metadata_table: str, sessions: Table) -> Table:
+    """The values of unique fields, each held by one session (``core.claims``).
+
+    The primary key ``(key, scope_hash, value_hash)`` is the uniqueness itself, so the
+    database refuses a second holder in the writing transaction, on every backend (a
+    unique index on the value table cannot say "per scope" on MariaDB, nor skip other
+    keys). ``scope_hash`` is the value hash of the field's ``per`` key, or ``''``.
+    ``(session_id, key)`` is unique too: a session holds one value per key, found by
+    that index when the session rewrites or deletes it. The foreign key goes to the
+    session, as the items table's does, and takes the claims with the session.
+    """
+    name = f"{metadata_table}_unique"
+    return Table(
+        name,
+        metadata,
+        Column("key", _key_type(), nullable=False),
+        Column("scope_hash", _hash_type(), nullable=False),
+        Column("value_hash", _hash_type(), nullable=False),
+        Column("session_id", _session_id_type(), nullable=False),
+        PrimaryKeyConstraint("key", "scope_hash", "value_hash", name=f"pk_{name}"),
+        ForeignKeyConstraint(
+            ["session_id"],
+            [sessions.c.session_id],
+            ondelete="CASCADE",
+            name=f"fk_{name}_session",
+        ),
+        Index(f"ux_{name}_session", "session_id", "key", unique=True),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",

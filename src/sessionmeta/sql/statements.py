@@ -32,6 +32,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from sessionmeta.core.codec import EncodedValue
+from sessionmeta.sql.claims import ClaimStatements
 from sessionmeta.sql.dialects import Backend, Spelling, backend_for
 from sessionmeta.sql.schema import Tables
 
@@ -97,7 +98,7 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
 
 
 @dataclass
-class Statements:
+class Statements(ClaimStatements):
     """Every statement the store runs, compiled for one dialect, built on first use."""
 
     dialect: Dialect
