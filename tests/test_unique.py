@@ -389,3 +389,10 @@ async def test_get_or_create_by_conflicting_defaults_raise_and_write_nothing(
         await threads.get_or_create_by("slack_thread", "T1", {"owner_id": "u1", "ticket": 5})
     assert (caught.value.key, caught.value.holder) == ("ticket", "a")
     assert await threads.count_sessions() == 1
+
+
+def test_the_sql_and_the_core_agree_on_the_empty_scope() -> None:
+    from sessionmeta.core import claims as core_claims
+    from sessionmeta.sql import claims as sql_claims
+
+    assert sql_claims.NO_SCOPE == core_claims.NO_SCOPE

@@ -42,6 +42,7 @@ ALL_TABLES = {
     "agent_messages",
     "agent_sessions_metadata",
     "agent_sessions_metadata_items",
+    "agent_sessions_metadata_unique",
 }
 
 # Seconds a call may take once nothing blocks it; far above what any call needs.

@@ -241,6 +241,7 @@ async def test_create_tables_makes_all_tables(session: Drop, engine: AsyncEngine
         "agent_messages",
         "agent_sessions_metadata",
         "agent_sessions_metadata_items",
+        "agent_sessions_metadata_unique",
     }
 
 
@@ -259,6 +260,7 @@ async def test_table_names_are_honoured(engine: AsyncEngine) -> None:
         "chat_messages",
         "chat_meta",
         "chat_meta_items",
+        "chat_meta_unique",
     }
     assert await count_rows(engine, "chat_messages", "s") == 1
     assert await count_rows(engine, "chat_meta", "s") == 1

@@ -16,8 +16,14 @@ from sessionmeta.sql.schema import add_messages_table, build_tables
 from tests.models import ChatMeta
 
 SDK_TABLES = {"agent_sessions", "agent_messages"}
-# The items table holds the elements of list and set values (it serves `contains`).
-ALL_TABLES = {*SDK_TABLES, "agent_sessions_metadata", "agent_sessions_metadata_items"}
+# The items table holds the elements of list and set values (it serves `contains`); the
+# unique table the values of unique fields.
+ALL_TABLES = {
+    *SDK_TABLES,
+    "agent_sessions_metadata",
+    "agent_sessions_metadata_items",
+    "agent_sessions_metadata_unique",
+}
 
 
 def user(content: str) -> TResponseInputItem:

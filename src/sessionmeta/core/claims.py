@@ -28,7 +28,8 @@ __all__ = [
     "shown_value",
 ]
 
-# The scope of a claim without ``per``, or whose ``per`` key holds no value.
+# The scope of a claim without ``per``, or whose ``per`` key holds no value (the SQL
+# of ``sql/claims.py`` writes it too).
 NO_SCOPE = ""
 # ``None`` stored explicitly claims nothing: it is "no value", as SQL's NULL is.
 NULL_HASH = value_hash("null")

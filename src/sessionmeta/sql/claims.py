@@ -23,14 +23,16 @@ from sqlalchemy import (
     select,
 )
 
-from sessionmeta.core.claims import NO_SCOPE
-
 if TYPE_CHECKING:
     from sessionmeta.sql.dialects import Backend, Spelling
     from sessionmeta.sql.schema import Tables
     from sessionmeta.sql.statements import CompiledStatement
 
 __all__ = ["ClaimStatements"]
+
+# The scope of a claim without one (``core.claims.NO_SCOPE``; not imported: ``sql/``
+# takes nothing from ``core/`` that would import Pydantic, see docs/architecture.md).
+NO_SCOPE = ""
 
 
 class ClaimStatements:
