@@ -64,7 +64,12 @@ def new_store(engine: AsyncEngine) -> MetadataStore[BenchMeta]:
 
 async def fresh_tables(engine: AsyncEngine, store: MetadataStore[BenchMeta]) -> None:
     async with engine.begin() as connection:
-        for table in (f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE):
+        for table in (
+            f"{METADATA_TABLE}_unique",
+            f"{METADATA_TABLE}_items",
+            METADATA_TABLE,
+            SESSIONS_TABLE,
+        ):
             await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     await store.create_tables()
 
@@ -101,7 +106,12 @@ async def measure(url: str, sessions: int, rounds: int, compare: int) -> dict[st
             single = time.perf_counter() - started
         await fresh_tables(engine, store)
         async with engine.begin() as connection:
-            for table in (f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE):
+            for table in (
+                f"{METADATA_TABLE}_unique",
+                f"{METADATA_TABLE}_items",
+                METADATA_TABLE,
+                SESSIONS_TABLE,
+            ):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     finally:
         await engine.dispose()

@@ -102,7 +102,12 @@ async def run_backend(backend: str, url: str, rounds: int, warmup: int) -> list[
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
-            for table in (f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE):
+            for table in (
+                f"{METADATA_TABLE}_unique",
+                f"{METADATA_TABLE}_items",
+                METADATA_TABLE,
+                SESSIONS_TABLE,
+            ):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
         store = MetadataStore(
             BenchMeta,
@@ -141,7 +146,12 @@ async def run_backend(backend: str, url: str, rounds: int, warmup: int) -> list[
         finally:
             await greenlet_spawn(held.close)
         async with engine.begin() as connection:
-            for table in (f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE):
+            for table in (
+                f"{METADATA_TABLE}_unique",
+                f"{METADATA_TABLE}_items",
+                METADATA_TABLE,
+                SESSIONS_TABLE,
+            ):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
         return results
     finally:

@@ -126,6 +126,7 @@ async def seed(store: MetadataStore[BenchMeta], sessions: int) -> None:
 
 async def drop(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
+        await connection.execute(text(f"DROP TABLE IF EXISTS {METADATA_TABLE}_unique"))
         await connection.execute(text(f"DROP TABLE IF EXISTS {METADATA_TABLE}_items"))
         await connection.execute(text(f"DROP TABLE IF EXISTS {METADATA_TABLE}"))
         await connection.execute(text(f"DROP TABLE IF EXISTS {SESSIONS_TABLE}"))

@@ -43,7 +43,13 @@ HERE = Path(__file__).resolve().parent
 SESSIONS_TABLE = "smpeer_sessions"
 METADATA_TABLE = "smpeer_metadata"
 MESSAGES_TABLE = "smpeer_messages"
-SM_TABLES = (MESSAGES_TABLE, f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE)
+SM_TABLES = (
+    MESSAGES_TABLE,
+    f"{METADATA_TABLE}_unique",
+    f"{METADATA_TABLE}_items",
+    METADATA_TABLE,
+    SESSIONS_TABLE,
+)
 ADK_SCHEMA = "smpeer_adk"
 LANGGRAPH_SCHEMA = "smpeer_langgraph"
 

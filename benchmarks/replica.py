@@ -59,7 +59,7 @@ from sessionmeta import MetadataStore, field  # noqa: E402
 
 SESSIONS_TABLE = "smbench_replica_sessions"
 METADATA_TABLE = "smbench_replica_metadata"
-TABLES = (f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE)
+TABLES = (f"{METADATA_TABLE}_unique", f"{METADATA_TABLE}_items", METADATA_TABLE, SESSIONS_TABLE)
 
 Operation = Callable[[MetadataStore[BenchMeta], int], Awaitable[Any]]
 

@@ -77,7 +77,9 @@ async def run(url: str, sizes: list[int], rounds: int, warmup: int) -> list[Resu
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     results: list[Result] = []
     try:
-        await connection.execute(f"DROP TABLE IF EXISTS {METADATA}_items, {METADATA}, {SESSIONS}")
+        await connection.execute(
+            f"DROP TABLE IF EXISTS {METADATA}_unique, {METADATA}_items, {METADATA}, {SESSIONS}"
+        )
         await store.create_tables()
         sql = Sql(SESSIONS, METADATA, "postgres")
         sm = SessionmetaImpl(store)

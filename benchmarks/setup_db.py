@@ -90,7 +90,11 @@ def batches(start: int, stop: int, size: int) -> Iterator[range]:
 
 
 async def create_tables(engine: AsyncEngine, store: MetadataStore[BenchMeta]) -> None:
-    drop = [f"smbench_{name}_items" for name in ("metadata", "scale_metadata")]
+    drop = [
+        f"smbench_{name}_{kind}"
+        for name in ("metadata", "scale_metadata")
+        for kind in ("unique", "items")
+    ]
     drop += [f"smbench_{name}" for name in ("metadata", "base_metadata", "scale_metadata")]
     drop += [f"smbench_{name}" for name in ("sessions", "base_sessions", "scale_sessions")]
     async with engine.begin() as connection:

@@ -32,7 +32,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from sessionmeta.core.codec import EncodedValue
-from sessionmeta.sql.claims import ClaimStatements
+from sessionmeta.sql.claims import ClaimSQL
 from sessionmeta.sql.dialects import Backend, Spelling, backend_for
 from sessionmeta.sql.schema import Tables
 
@@ -98,7 +98,7 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
 
 
 @dataclass
-class Statements(ClaimStatements):
+class Statements:
     """Every statement the store runs, compiled for one dialect, built on first use."""
 
     dialect: Dialect
@@ -525,6 +525,35 @@ class Statements(ClaimStatements):
         if self.spelling.delete_locks_sessions:
             batch.insert(0, (self.lock_session(), {"session_id": session_id}))
         return batch
+
+    # The claims of unique fields (built in ``sql/claims.py``)
+
+    def release_claims(self, id_count: int, key_count: int) -> CompiledStatement:
+        """Drop what ``id_count`` sessions (``id0``... or ``ids``) claim under ``key_count``
+        keys (``key0``... or ``keys``): before they claim their new values."""
+        key_shape = 0 if self.spelling.keys_as_array else key_count
+        return self.compiled(
+            f"release_claims:{key_shape}",
+            0 if self.backend.arrays else id_count,
+            lambda: ClaimSQL(self.spelling).release_claims(id_count, key_count),
+        )
+
+    def claim_values(self, id_count: int, *, scoped: bool) -> CompiledStatement:
+        """Claim the stored value of one unique key (``key``) of ``id_count`` sessions, read
+        from the value table in the writing transaction (:meth:`ClaimSQL.claim_values`)."""
+        return self.compiled(
+            "claim_values:scoped" if scoped else "claim_values",
+            0 if self.backend.arrays else id_count,
+            lambda: ClaimSQL(self.spelling).claim_values(id_count, scoped=scoped),
+        )
+
+    def claim_holder(self) -> CompiledStatement:
+        """The holder of a claim, and whether its value row still holds the value."""
+        return self.compiled("claim_holder", 0, ClaimSQL(self.spelling).claim_holder)
+
+    def release_stale_claim(self) -> CompiledStatement:
+        """Drop one claim whose session no longer stores the value."""
+        return self.compiled("release_stale_claim", 0, ClaimSQL(self.spelling).release_stale_claim)
 
     def _key_shape(self, key_count: int | None) -> int:
         if key_count is None:
