@@ -10,8 +10,8 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sessionmeta.core.bulk import encode_sessions, session_ids
-from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.claims import check_distinct
+from sessionmeta.core.encryption import EncryptionKeys
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
@@ -373,6 +373,7 @@ class MetadataStore(Generic[ModelT]):
         ``progress`` is called with the rows read so far after each batch.
         """
         return await rekey_store(self.ops, batch_size=batch_size, progress=progress)
+
     async def get_or_create_by(
         self,
         key: str,
