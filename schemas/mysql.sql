@@ -15,9 +15,12 @@ CREATE TABLE agent_sessions_metadata (
 	sort_key VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, 
 	updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, 
+	expires_at DATETIME(6), 
 	CONSTRAINT pk_agent_sessions_metadata PRIMARY KEY (session_id, `key`), 
 	CONSTRAINT fk_agent_sessions_metadata_session FOREIGN KEY(session_id) REFERENCES agent_sessions (session_id) ON DELETE CASCADE
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX idx_agent_sessions_metadata_expires ON agent_sessions_metadata (expires_at);
 
 CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata (`key`, value_hash, session_id);
 

@@ -15,9 +15,12 @@ CREATE TABLE agent_sessions_metadata (
 	sort_key VARCHAR(200), 
 	created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL, 
 	updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	expires_at TIMESTAMP, 
 	CONSTRAINT pk_agent_sessions_metadata PRIMARY KEY (session_id, "key"), 
 	CONSTRAINT fk_agent_sessions_metadata_session FOREIGN KEY(session_id) REFERENCES agent_sessions (session_id) ON DELETE CASCADE
 );
+
+CREATE INDEX idx_agent_sessions_metadata_expires ON agent_sessions_metadata (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata ("key", value_hash, session_id);
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sessionmeta.core.encryption import Encrypted, EncryptionKeys
+    from sessionmeta.core.expiry import Expires
     from sessionmeta.core.filters import (
         AllOf,
         AnyOf,
@@ -62,11 +63,13 @@ if TYPE_CHECKING:
     from sessionmeta.io.retry import RetryPolicy
     from sessionmeta.io.scoped import ScopedBoundMetadata, ScopedStore
     from sessionmeta.io.store import MetadataStore
+    from sessionmeta.io.sweep import SweepResult
 
 __version__ = "0.1.0"
 
 # Each public name and the module that defines it (the imports above, for type checkers).
 _MODULES = {
+    "sessionmeta.core.expiry": ("Expires",),
     "sessionmeta.core.filters": (
         "AllOf",
         "AnyOf",
@@ -118,6 +121,7 @@ _MODULES = {
     "sessionmeta.io.retry": ("RetryPolicy",),
     "sessionmeta.io.scoped": ("ScopedBoundMetadata", "ScopedStore"),
     "sessionmeta.io.store": ("MetadataStore",),
+    "sessionmeta.io.sweep": ("SweepResult",),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -151,6 +155,7 @@ __all__ = [
     "DecryptionError",
     "Encrypted",
     "EncryptionKeys",
+    "Expires",
     "Filter",
     "FilterArg",
     "FilterError",
@@ -179,6 +184,7 @@ __all__ = [
     "SessionNotInScopeError",
     "StaleHash",
     "StoredValueError",
+    "SweepResult",
     "TableNameError",
     "Unique",
     "UniqueValueError",

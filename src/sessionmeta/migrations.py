@@ -19,9 +19,16 @@ from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.dialects import backend_for
-from sessionmeta.sql.schema import build_tables
+from sessionmeta.sql.schema import build_tables, expires_at_column, expires_at_index
 
-__all__ = ["downgrade", "new_tables", "repoint_items_foreign_key", "target_metadata", "upgrade"]
+__all__ = [
+    "add_expiry",
+    "downgrade",
+    "new_tables",
+    "repoint_items_foreign_key",
+    "target_metadata",
+    "upgrade",
+]
 
 
 def _metadata(sessions_table: str, metadata_table: str, sql_metadata: MetaData | None) -> MetaData:
@@ -162,3 +169,37 @@ def repoint_items_foreign_key(
         ["session_id"],
         ondelete="CASCADE",
     )
+
+
+def add_expiry(
+    op: Any,
+    metadata_table: str = "agent_sessions_metadata",
+) -> None:
+    """Add the ``expires_at`` column and its index to a metadata table made before expiry.
+
+    Rows already there never expire (the column is ``NULL``). Adding a nullable
+    column without a default rewrites no row on any of the databases. The index is
+    partial on PostgreSQL and SQLite (rows that never expire stay out of it); MariaDB
+    and MySQL build it in place while writes go on, PostgreSQL blocks writes while it
+    builds: on a large table create it first with ``CREATE INDEX CONCURRENTLY``
+    (``sessionmeta ddl`` shows its definition), and this call keeps it. Online only:
+    what is there is read from the database, and whatever is there already is kept,
+    so the call is safe in any migration, and again.
+    """
+    if op.get_context().as_sql:
+        raise InvalidArgumentError(
+            "add_expiry reads the database's columns and indexes: run it online, not with --sql"
+        )
+    inspector = inspect(op.get_bind())
+    columns = {column["name"] for column in inspector.get_columns(metadata_table)}
+    if "expires_at" not in columns:
+        op.add_column(metadata_table, expires_at_column())
+    index = expires_at_index(metadata_table)
+    if index.name not in {found["name"] for found in inspector.get_indexes(metadata_table)}:
+        op.create_index(
+            index.name,
+            metadata_table,
+            ["expires_at"],
+            postgresql_where=index.dialect_options["postgresql"]["where"],
+            sqlite_where=index.dialect_options["sqlite"]["where"],
+        )

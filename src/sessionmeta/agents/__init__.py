@@ -15,6 +15,7 @@ Listed first among the bases, it also adds metadata to any other
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, overload
 
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sessionmeta.agents.engine_state import TableNames, engine_state
 from sessionmeta.core.encryption import EncryptionKeys
+from sessionmeta.core.expiry import check_ttl
 from sessionmeta.core.filters import Condition
 from sessionmeta.core.plan import MAX_LIMIT
 from sessionmeta.core.spec import SessionMeta, UntypedMeta, check_session_id
@@ -290,18 +292,22 @@ class MetadataSQLAlchemySession(SQLAlchemySession, Generic[MetaT]):
 
     # The proposal's metadata calls: typed by the model, or plain dicts without one.
 
-    async def set_metadata(self, values: MetaT | Mapping[str, Any]) -> None:
+    async def set_metadata(
+        self, values: MetaT | Mapping[str, Any], *, ttl: dt.timedelta | None = None
+    ) -> None:
         """Write ``values`` (a model's set fields, or a mapping); other keys are left alone.
 
         Validated before any I/O; creates the session row when missing, so
-        metadata can be set before the first message.
+        metadata can be set before the first message. With ``ttl`` the written keys
+        expire that long after the write, on the database's clock.
         """
         bound = self._bound()
+        check_ttl(ttl, f"session {bound.session_id!r}")
         if self._create_tables:
             # Bad input loses nothing, not even a table creation: checked first.
             self._sessionmeta_store.spec.validate_values(values, session_id=bound.session_id)
             await self._ensure_tables()
-        await bound.set_metadata(values)
+        await bound.set_metadata(values, ttl=ttl)
 
     @overload
     async def get_metadata(  # type: ignore[overload-overlap]  # the first wins, as meant

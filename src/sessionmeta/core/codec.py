@@ -57,6 +57,9 @@ class EncodedValue:
     # For list and set fields: the hashes of the distinct elements, which serve
     # ``contains`` through the items table; ``None`` for other fields.
     items: tuple[str, ...] | None = None
+    # Microseconds from the write until the row expires, on the database's clock;
+    # ``None``: it never does (see ``sessionmeta.core.expiry``).
+    ttl: int | None = None
 
 
 def json_text(json_value: Any) -> str:

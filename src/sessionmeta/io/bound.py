@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic
 
 from sessionmeta.core.codec import encode_model
+from sessionmeta.core.expiry import check_ttl, with_ttls
 from sessionmeta.core.spec import ModelT
 from sessionmeta.core.versions import Versioned, check_create_argument, check_version_argument
 from sessionmeta.io.atomic import change_items, read_versioned, set_if_version, write_existing
@@ -40,6 +42,7 @@ class BoundMetadata(Generic[ModelT]):
         *,
         expected_version: str | None = None,
         create: bool = True,
+        ttl: dt.timedelta | None = None,
     ) -> None:
         """Write ``values``: a model (its explicitly set fields) or a mapping of keys to values.
 
@@ -53,11 +56,16 @@ class BoundMetadata(Generic[ModelT]):
         With ``expected_version`` (from :meth:`get_metadata_versioned`) the write
         happens only if the session has not changed since: otherwise
         :class:`~sessionmeta.ConflictError`, and nothing is written.
+        With ``ttl`` the written keys expire that long after the write, on the
+        database's clock; without, each key takes its field's ``Expires`` default,
+        or none (a rewritten key loses an earlier expiry).
         """
         check_version_argument(expected_version, self.session_id)
         check_create_argument(create, self.session_id)
+        micros = check_ttl(ttl, f"session {self.session_id!r}")
         spec = self.ops.spec
         rows = encode_model(spec, spec.validate_values(values, session_id=self.session_id))
+        rows = with_ttls(rows, micros, {})
         if expected_version is not None:
             await set_if_version(self.ops, self.session_id, rows, expected_version, create=create)
         elif not create:

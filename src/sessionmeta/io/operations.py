@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from sessionmeta.core.codec import EncodedValue, decode_rows
+from sessionmeta.core.expiry import field_ttls, with_ttls
 from sessionmeta.core.sealing import open_rows, seal_rows
 from sessionmeta.core.spec import ModelSpec, ModelT
 from sessionmeta.errors import ConcurrencyError, StoredValueError
@@ -54,6 +55,10 @@ class Operations(Generic[ModelT]):
         # Where queries (finds, listings, counts, bulk reads) run: a read replica, if any.
         self.replica = replica
         self.on_invalid: OnInvalid = on_invalid
+        # Fields declared with Expires: their keys' default ttl, in microseconds.
+        self.default_ttls = field_ttls(
+            spec.model, {field.name: field.key for field in spec.fields.values()}
+        )
         self.tables_pending = create_tables
         self._tables_lock = asyncio.Lock()
         # Unique fields' claims, kept in each write's transaction (none without them).
@@ -251,6 +256,11 @@ class Operations(Generic[ModelT]):
         statements come in chunks (``Statements.write_many``): as many for ten
         sessions as for a few thousand.
         """
+        if self.default_ttls:
+            rows = {
+                session_id: with_ttls(session_rows, None, self.default_ttls)
+                for session_id, session_rows in rows.items()
+            }
         batch = self.statements.write_many(
             {
                 session_id: seal_rows(self.spec, session_id, values)
@@ -429,7 +439,7 @@ class Operations(Generic[ModelT]):
         whose upsert does it) the items of rewritten list and set values."""
         if not rows:
             return []
-        rows = seal_rows(self.spec, session_id, rows)
+        rows = seal_rows(self.spec, session_id, with_ttls(rows, None, self.default_ttls))
         statements = self.statements
         upsert = statements.upsert(len(rows))
         batch: Batch = [(upsert, statements.spelling.upsert_params(session_id, rows))]

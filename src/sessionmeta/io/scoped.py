@@ -13,10 +13,12 @@ the view only when it is in the scope.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic
 
 from sessionmeta.core.codec import encode_model
+from sessionmeta.core.expiry import check_ttl, with_ttls
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.scope import Scope
@@ -150,6 +152,7 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
         *,
         expected_version: str | None = None,
         create: bool = True,
+        ttl: dt.timedelta | None = None,
     ) -> None:
         """Write ``values``; a session with no metadata yet is claimed for the scope.
 
@@ -158,10 +161,13 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
         :class:`~sessionmeta.SessionNotFoundError` (another scope's
         :class:`~sessionmeta.SessionNotInScopeError`), decided in the write's own
         transaction. With ``expected_version`` the write is conditional as in
-        :meth:`BoundMetadata.set_metadata`.
+        :meth:`BoundMetadata.set_metadata`, and ``ttl`` as there. The scope's keys
+        a claim adds (those not in ``values``) take no ``ttl``: the session stays
+        the tenant's when its other keys expire.
         """
         check_version_argument(expected_version, self.session_id)
         check_create_argument(create, self.session_id)
+        micros = check_ttl(ttl, f"session {self.session_id!r}")
         spec = self.ops.spec
         validated = spec.validate_values(values, session_id=self.session_id)
         self.scope.check_write(
@@ -171,7 +177,7 @@ class ScopedBoundMetadata(BoundMetadata[ModelT]):
                 for field in map(spec.field, validated.model_fields_set)
             },
         )
-        rows = encode_model(spec, validated)
+        rows = with_ttls(encode_model(spec, validated), micros, {})
         if expected_version is not None:
             await set_if_version(
                 self.ops, self.session_id, rows, expected_version, self.scope, create=create

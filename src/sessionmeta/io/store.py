@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sessionmeta.core.bulk import encode_sessions, session_ids
 from sessionmeta.core.claims import check_distinct
 from sessionmeta.core.encryption import EncryptionKeys
+from sessionmeta.core.expiry import check_ttl, with_ttls
 from sessionmeta.core.filters import FilterArg, OrderArg
 from sessionmeta.core.page import Page, SessionListing
 from sessionmeta.core.spec import HasSessionId, ModelSpec, ModelT, check_session_id
@@ -24,11 +26,12 @@ from sessionmeta.io.rekey import DEFAULT_REKEY_BATCH_SIZE, RekeyReport, rekey_st
 from sessionmeta.io.retry import RetryPolicy
 from sessionmeta.io.scoped import ScopedStore
 from sessionmeta.io.search import Searcher
+from sessionmeta.io.sweep import SweepResult, sweep
 from sessionmeta.sql.plans import QuerySQL
 from sessionmeta.sql.schema import Tables, build_tables
 from sessionmeta.sql.statements import statements_for
 
-__all__ = ["BoundMetadata", "MetadataStore", "OnInvalid"]
+__all__ = ["BoundMetadata", "MetadataStore", "OnInvalid", "SweepResult"]
 
 
 class MetadataStore(Generic[ModelT]):
@@ -51,6 +54,11 @@ class MetadataStore(Generic[ModelT]):
 
     ``keys`` (:class:`~sessionmeta.EncryptionKeys`) encrypt the fields declared
     ``Encrypted()``; a model with such fields needs them. See docs/encryption.md.
+
+    Expiry (``ttl=`` on writes, ``Expires`` on fields) runs on the database's
+    clock. ``clock_offset``, for tests only, moves that clock on by a
+    ``timedelta`` in every statement this store runs (reads, ttls, ``sweep``), so a
+    test sees tomorrow's state without waiting; other stores keep the real clock.
 
     ``read_engine`` (an engine on a read replica of the same database, same dialect
     and driver) takes the queries: finds, listings, counts and :meth:`get_many`.
@@ -77,6 +85,7 @@ class MetadataStore(Generic[ModelT]):
         sqlite_wal: bool = True,
         read_engine: AsyncEngine | None = None,
         keys: EncryptionKeys | None = None,
+        clock_offset: dt.timedelta | None = None,
     ) -> None:
         if on_invalid not in ("raise", "default"):
             raise InvalidArgumentError(
@@ -103,6 +112,10 @@ class MetadataStore(Generic[ModelT]):
             _check_read_engine(engine, read_engine)
         if keys is not None and not isinstance(keys, EncryptionKeys):
             raise InvalidArgumentError(f"keys must be EncryptionKeys, not {keys!r}")
+        if clock_offset is not None and not isinstance(clock_offset, dt.timedelta):
+            raise InvalidArgumentError(
+                f"clock_offset must be a datetime.timedelta or None, not {clock_offset!r}"
+            )
         self.model = model
         self.spec = ModelSpec(model, keys=keys)
         if self.spec.encrypted and keys is None:
@@ -113,7 +126,8 @@ class MetadataStore(Generic[ModelT]):
         self.engine = engine
         self.on_invalid: OnInvalid = on_invalid
         self.connect_timeout = connect_timeout
-        self.tables: Tables = build_tables(sessions_table, metadata_table)
+        offset = (clock_offset or dt.timedelta(0)) // dt.timedelta(microseconds=1)
+        self.tables: Tables = build_tables(sessions_table, metadata_table, clock_offset=offset)
         statements = statements_for(engine.dialect, self.tables)
         db = Database(
             engine,
@@ -158,6 +172,7 @@ class MetadataStore(Generic[ModelT]):
         sqlite_wal: bool = True,
         read_url: str | None = None,
         keys: EncryptionKeys | None = None,
+        clock_offset: dt.timedelta | None = None,
     ) -> MetadataStore[ModelT]:
         """A store on a new engine for ``url`` (and one for the read replica at
         ``read_url``, with the same ``engine_kwargs``), disposed of by :meth:`close`."""
@@ -178,6 +193,7 @@ class MetadataStore(Generic[ModelT]):
             sqlite_wal=sqlite_wal,
             read_engine=read_engine,
             keys=keys,
+            clock_offset=clock_offset,
         )
         store._owns_engine = True
         return store
@@ -323,7 +339,12 @@ class MetadataStore(Generic[ModelT]):
         """
         return await self.search.many(sessions)
 
-    async def set_many(self, values: Mapping[str, ModelT | Mapping[str, Any]]) -> None:
+    async def set_many(
+        self,
+        values: Mapping[str, ModelT | Mapping[str, Any]],
+        *,
+        ttl: dt.timedelta | None = None,
+    ) -> None:
         """Write the metadata of many sessions at once: ``{session_id: values, ...}``.
 
         Each session's ``values`` is what :meth:`BoundMetadata.set_metadata` takes
@@ -335,10 +356,30 @@ class MetadataStore(Generic[ModelT]):
         one transaction: every session or none. Missing session rows are created;
         other keys of each session stay. Rows go in multi-row statements of up to
         a few thousand rows, so ten sessions and a few thousand take as many.
+        ``ttl`` gives every written key an expiry, as in
+        :meth:`BoundMetadata.set_metadata`.
         """
+        micros = check_ttl(ttl, "set_many")
         encoded = encode_sessions(self.spec, values)
         check_distinct(self.spec.unique, encoded)
+        if micros is not None:
+            encoded = {
+                session_id: with_ttls(rows, micros, {}) for session_id, rows in encoded.items()
+            }
         await self.ops.write_many(encoded)
+
+    async def sweep(
+        self, *, batch_size: int = 1000, max_batches: int | None = None, pause: float = 0.0
+    ) -> SweepResult:
+        """Delete expired keys' rows (and their ``contains`` items) from the tables.
+
+        Expired keys already read as missing everywhere; this reclaims their space.
+        Each batch of at most ``batch_size`` rows is its own short transaction, with
+        ``pause`` seconds between batches, until none is left or ``max_batches`` ran.
+        Safe beside writers: each delete repeats the expiry test, so a key rewritten
+        meanwhile stays. Returns how many rows and batches it took.
+        """
+        return await sweep(self.ops, batch_size=batch_size, max_batches=max_batches, pause=pause)
 
     async def delete_many(
         self, sessions: Iterable[str | HasSessionId], keys: Iterable[str] | None = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Index,
@@ -36,6 +37,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
 
 from sessionmeta.errors import UnsupportedDialectError
+from sessionmeta.sql.expiry import MYSQL_CLOCK, POSTGRES_CLOCK, SQLITE_CLOCK, Clock, ttl_param
 from sessionmeta.sql.schema import Tables
 
 if TYPE_CHECKING:
@@ -94,9 +96,19 @@ class Spelling:
     # Whether a delete of value rows can delete their items in the same statement (a
     # data-modifying CTE); else the items go in a statement of their own, just before.
     deletes_items_in_statement = False
+    # The database's clock, for expiry (sessionmeta.sql.expiry).
+    clock: Clock = SQLITE_CLOCK
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
+
+    def now(self) -> ColumnElement[Any]:
+        """The database's current instant (moved on by the tables' test offset, if any)."""
+        return self.clock.now(self.tables.clock_offset)
+
+    def expires_at(self, micros: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The instant a row written now with a ttl of ``micros`` expires (NULL: never)."""
+        return self.clock.later(self.tables.clock_offset, micros)
 
     def key_in(self, count: int, column: ColumnElement[str] | None = None) -> ColumnElement[bool]:
         """``column`` (the value table's ``key`` by default) is one of ``count`` keys."""
@@ -138,6 +150,7 @@ class Spelling:
         params.update(_named("v", [row.value for _, row in rows]))
         params.update(_named("h", [row.value_hash for _, row in rows]))
         params.update(_named("o", [row.sort_key for _, row in rows]))
+        params.update(_named("x", [row.ttl for _, row in rows]))
         return params
 
     def row_params(self, session_id: str, rows: Sequence[EncodedValue]) -> dict[str, Any]:
@@ -200,12 +213,14 @@ class Spelling:
                 "value": bindparam(f"v{index}"),
                 "value_hash": bindparam(f"h{index}"),
                 "sort_key": bindparam(f"o{index}"),
+                "expires_at": self.expires_at(ttl_param(f"x{index}")),
             }
             for index in range(count)
         ]
 
 
 class _PostgreSQL(Spelling):
+    clock = POSTGRES_CLOCK
     upsert_creates_session = True
     keys_as_array = True
     delete_locks_sessions = True
@@ -241,8 +256,9 @@ class _PostgreSQL(Spelling):
                 bindparam("vals", type_=postgresql.ARRAY(Text)),
                 bindparam("hashes", type_=postgresql.ARRAY(Text)),
                 bindparam("sort_keys", type_=postgresql.ARRAY(Text)),
+                bindparam("ttls", type_=postgresql.ARRAY(BigInteger)),
             )
-            .table_valued("key", "value", "value_hash", "sort_key")
+            .table_valued("key", "value", "value_hash", "sort_key", "ttl")
             .render_derived(name="new_values")
         )
         # Lock an existing session row (FOR KEY SHARE, which writers share) before any
@@ -256,13 +272,14 @@ class _PostgreSQL(Spelling):
             .cte("locked_session")
         )
         insert = postgresql.insert(values).from_select(
-            ["session_id", "key", "value", "value_hash", "sort_key"],
+            ["session_id", "key", "value", "value_hash", "sort_key", "expires_at"],
             select(
                 bindparam("session_id", type_=values.c.session_id.type),
                 rows.c.key,
                 rows.c.value,
                 rows.c.value_hash,
                 rows.c.sort_key,
+                self.expires_at(rows.c.ttl),
             ).where(select(func.count()).select_from(locked).scalar_subquery() >= 0),
         )
         return _update_on_conflict(insert).add_cte(new_session, *self._item_ctes())
@@ -303,14 +320,20 @@ class _PostgreSQL(Spelling):
                 bindparam("vals", type_=text_array),
                 bindparam("hashes", type_=text_array),
                 bindparam("sort_keys", type_=text_array),
+                bindparam("ttls", type_=postgresql.ARRAY(BigInteger)),
             )
-            .table_valued("session_id", "key", "value", "value_hash", "sort_key")
+            .table_valued("session_id", "key", "value", "value_hash", "sort_key", "ttl")
             .render_derived(name="new_values")
         )
         insert = postgresql.insert(values).from_select(
-            ["session_id", "key", "value", "value_hash", "sort_key"],
+            ["session_id", "key", "value", "value_hash", "sort_key", "expires_at"],
             select(
-                rows.c.session_id, rows.c.key, rows.c.value, rows.c.value_hash, rows.c.sort_key
+                rows.c.session_id,
+                rows.c.key,
+                rows.c.value,
+                rows.c.value_hash,
+                rows.c.sort_key,
+                self.expires_at(rows.c.ttl),
             ).where(select(func.count()).select_from(locked).scalar_subquery() >= 0),
         )
         rewritten = (
@@ -368,6 +391,7 @@ class _PostgreSQL(Spelling):
             "vals": [row.value for _, row in rows],
             "hashes": [row.value_hash for _, row in rows],
             "sort_keys": [row.sort_key for _, row in rows],
+            "ttls": [row.ttl for _, row in rows],
             "collection_sessions": [session_id for session_id, _ in collections],
             "collection_keys": [row.key for _, row in collections],
             "collection_hashes": [row.value_hash for _, row in collections],
@@ -420,6 +444,7 @@ class _PostgreSQL(Spelling):
             "vals": [row.value for row in rows],
             "hashes": [row.value_hash for row in rows],
             "sort_keys": [row.sort_key for row in rows],
+            "ttls": [row.ttl for row in rows],
             "collection_keys": [row.key for row in collections],
             "collection_hashes": [row.value_hash for row in collections],
             "item_keys": [key for key, _, _ in items],
@@ -429,6 +454,8 @@ class _PostgreSQL(Spelling):
 
 
 class _SQLite(Spelling):
+    clock = SQLITE_CLOCK
+
     def insert_session(self) -> Executable:
         return (
             sqlite.insert(self.tables.sessions)
@@ -453,6 +480,7 @@ class _SQLite(Spelling):
 
 
 class _MySQL(Spelling):
+    clock = MYSQL_CLOCK
     delete_locks_sessions = True
 
     def insert_session(self) -> Executable:
@@ -478,6 +506,7 @@ class _MySQL(Spelling):
             value=insert.inserted.value,  # type: ignore[attr-defined]
             value_hash=insert.inserted.value_hash,  # type: ignore[attr-defined]
             sort_key=insert.inserted.sort_key,  # type: ignore[attr-defined]
+            expires_at=insert.inserted.expires_at,  # type: ignore[attr-defined]
             updated_at=func.current_timestamp(),
         )
 
@@ -493,6 +522,7 @@ def _update_on_conflict(insert: _Upsert) -> _Upsert:
             "value": insert.excluded.value,
             "value_hash": insert.excluded.value_hash,
             "sort_key": insert.excluded.sort_key,
+            "expires_at": insert.excluded.expires_at,
             "updated_at": func.current_timestamp(),
         },
     )

@@ -48,6 +48,7 @@ from sqlalchemy.engine import Dialect
 
 from sessionmeta.core.plan import Group, Leaf, Node, Plan
 from sessionmeta.sql.dialects import backend_for
+from sessionmeta.sql.expiry import live
 from sessionmeta.sql.schema import Tables
 from sessionmeta.sql.statements import CompiledStatement, compile_statement
 
@@ -65,8 +66,12 @@ _CACHE_SIZE = 512
 class _Builder:
     """Builds the SQL of one plan; fresh aliases per condition."""
 
-    def __init__(self, tables: Tables, arrays: bool, averaged_statistics: bool) -> None:
+    def __init__(
+        self, tables: Tables, arrays: bool, averaged_statistics: bool, now: ColumnElement[Any]
+    ) -> None:
         self.tables = tables
+        # The database's current instant: an expired value row matches nothing.
+        self.now = now
         self.arrays = arrays
         self.averaged_statistics = averaged_statistics
         self.count = 0
@@ -90,6 +95,7 @@ class _Builder:
                     values.c.key == items.c.key,
                     # An element of an older value never matches.
                     values.c.value_hash == items.c.value_hash,
+                    live(values, self.now),
                 ),
             )
             elements: list[Any] = [bindparam(name) for name in leaf.value_params]
@@ -105,7 +111,11 @@ class _Builder:
                 .subquery(f"c{number}")
             )
             return holding, holding.c.session_id, []
-        conditions = [values.c.key == bindparam(leaf.key_param), *self.row_test(leaf, values)]
+        conditions = [
+            values.c.key == bindparam(leaf.key_param),
+            *self.row_test(leaf, values),
+            live(values, self.now),
+        ]
         return values, values.c.session_id, conditions
 
     def row_test(self, leaf: Leaf, values: FromClause) -> list[Any]:
@@ -182,7 +192,11 @@ class _Builder:
 
     def joined_key_rows(self, source: FromClause, session_id: ColumnElement[Any]) -> FromClause:
         for key_param, row in self.key_rows.items():
-            on = and_(row.c.session_id == session_id, row.c.key == bindparam(key_param))
+            on = and_(
+                row.c.session_id == session_id,
+                row.c.key == bindparam(key_param),
+                live(row, self.now),
+            )
             source = source.outerjoin(row, on)
         return source
 
@@ -215,6 +229,7 @@ class _Builder:
                 and_(
                     ordered.c.session_id == session_id,
                     ordered.c.key == bindparam("order_key"),
+                    live(ordered, self.now),
                 ),
             )
             sort = func.coalesce(ordered.c.sort_key, literal_column("''"))
@@ -276,6 +291,7 @@ class QuerySQL:
         self.arrays = backend.arrays
         self.per_key_statistics = backend.per_key_statistics
         self.object_of_rows = backend.object_of_rows
+        self.now = backend.spelling.clock.now(tables.clock_offset)
         self._cache: OrderedDict[tuple[Any, ...], CompiledStatement] = OrderedDict()
 
     def _compiled(self, cache_key: tuple[Any, ...], build: Callable[[], Any]) -> CompiledStatement:
@@ -290,7 +306,7 @@ class QuerySQL:
         return compiled
 
     def _builder(self) -> _Builder:
-        return _Builder(self.tables, self.arrays, not self.per_key_statistics)
+        return _Builder(self.tables, self.arrays, not self.per_key_statistics, self.now)
 
     def ids(self, plan: Plan) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
@@ -319,7 +335,7 @@ class QuerySQL:
             keys = [page.c.session_id] if sort is None else [sort, page.c.session_id]
             descending = plan.order.descending
             order = [key.desc() if descending else key.asc() for key in keys]
-            joined = values.c.session_id == page.c.session_id
+            joined = and_(values.c.session_id == page.c.session_id, live(values, self.now))
             if self.object_of_rows is None:
                 columns = [page.c.session_id, values.c.key, values.c.value]
                 if sort is not None:
@@ -357,6 +373,6 @@ class QuerySQL:
             columns = [values.c.session_id, values.c.key, values.c.value]
             if with_hashes:
                 columns.append(values.c.value_hash)
-            return select(*columns).where(match)
+            return select(*columns).where(match, live(values, self.now))
 
         return self._compiled(("many", 0 if self.arrays else count, with_hashes), build)

@@ -34,6 +34,8 @@ __all__ = [
     "adapt_to_parents",
     "build_tables",
     "check_table_name",
+    "expires_at_column",
+    "expires_at_index",
     "referenced_columns",
 ]
 
@@ -92,9 +94,12 @@ class Tables:
     items: Table
     # One row per stored value of a unique field: its primary key refuses a second holder.
     claims: Table
+    # Microseconds added to the database's clock in every expiry comparison and ttl:
+    # 0 but in tests (``MetadataStore(clock_offset=...)``).
+    clock_offset: int = 0
 
 
-def build_tables(sessions_table: str, metadata_table: str) -> Tables:
+def build_tables(sessions_table: str, metadata_table: str, *, clock_offset: int = 0) -> Tables:
     """Describe the sessions table as the Agents SDK creates it, and the metadata table."""
     check_table_name(sessions_table)
     check_table_name(metadata_table)
@@ -137,6 +142,7 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         ),
         _timestamp("created_at"),
         _timestamp("updated_at"),
+        expires_at_column(),
         PrimaryKeyConstraint("session_id", "key", name=f"pk_{metadata_table}"),
         ForeignKeyConstraint(
             ["session_id"],
@@ -146,13 +152,35 @@ def build_tables(sessions_table: str, metadata_table: str) -> Tables:
         ),
         Index(f"idx_{metadata_table}_key_hash", "key", "value_hash", "session_id"),
         Index(f"idx_{metadata_table}_key_sort", "key", "sort_key", "session_id"),
+        expires_at_index(metadata_table),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
     items = _items_table(metadata, metadata_table, sessions)
     claims = _claims_table(metadata, metadata_table, sessions)
-    return Tables(metadata, sessions, values, items, claims)
+    return Tables(metadata, sessions, values, items, claims, clock_offset)
+
+
+def expires_at_column() -> Column[object]:
+    """When a value row expires (``NULL``: never), on the database's clock (see
+    :mod:`sessionmeta.sql.expiry` for each backend's type)."""
+    return Column(
+        "expires_at",
+        TIMESTAMP(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+        nullable=True,
+    )
+
+
+def expires_at_index(metadata_table: str) -> Index:
+    """What ``sweep`` finds expired rows by. Partial where the database can (rows without
+    an expiry, most of them, cost writes nothing); MySQL/MariaDB index every row."""
+    return Index(
+        f"idx_{metadata_table}_expires",
+        "expires_at",
+        postgresql_where=text("expires_at IS NOT NULL"),
+        sqlite_where=text("expires_at IS NOT NULL"),
+    )
 
 
 def _hash_type() -> TypeEngine[str]:

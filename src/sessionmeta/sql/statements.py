@@ -34,6 +34,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sessionmeta.core.codec import EncodedValue
 from sessionmeta.sql.claims import ClaimSQL
 from sessionmeta.sql.dialects import Backend, Spelling, backend_for
+from sessionmeta.sql.expiry import live
 from sessionmeta.sql.schema import Tables
 
 __all__ = [
@@ -141,6 +142,10 @@ class Statements:
         self._cache[cache_key] = found
         return found
 
+    def live(self, table: Any) -> ColumnElement[bool]:
+        """``table``'s value row (the values table or an alias) has not expired."""
+        return live(table, self.spelling.now())
+
     @property
     def upsert_creates_session(self) -> bool:
         return self.spelling.upsert_creates_session
@@ -168,7 +173,7 @@ class Statements:
 
         def build() -> Executable:
             query = select(values.c.key, values.c.value).where(
-                values.c.session_id == bindparam("session_id")
+                values.c.session_id == bindparam("session_id"), self.live(values)
             )
             if key_count is not None:
                 query = query.where(self.spelling.key_in(key_count))
@@ -195,6 +200,7 @@ class Statements:
                 .where(
                     values.c.key == bindparam("key"),
                     values.c.value_hash == bindparam("value_hash"),
+                    self.live(values),
                 )
                 .order_by(values.c.session_id)
                 .limit(bindparam("limit"))
@@ -203,13 +209,13 @@ class Statements:
         return self.compiled("find_equal", 0, build)
 
     def session_rows(self) -> CompiledStatement:
-        """Every row of one session with its hash, in one statement (one snapshot)."""
+        """Every live row of one session with its hash, in one statement (one snapshot)."""
         values = self.tables.values
         return self.compiled(
             "session_rows",
             0,
             lambda: select(values.c.key, values.c.value, values.c.value_hash).where(
-                values.c.session_id == bindparam("session_id")
+                values.c.session_id == bindparam("session_id"), self.live(values)
             ),
         )
 
@@ -308,14 +314,15 @@ class Statements:
         return self.compiled("lock_sessions", 0 if self.backend.arrays else count, build)
 
     def lock_rows(self) -> CompiledStatement:
-        """Every row of one session with its hash, the value rows locked against writers."""
+        """Every live row of one session with its hash, the value rows (expired ones too)
+        locked against writers."""
         values = self.tables.values
         return self.compiled(
             "lock_rows",
             0,
             lambda: (
                 select(values.c.key, values.c.value, values.c.value_hash)
-                .where(values.c.session_id == bindparam("session_id"))
+                .where(values.c.session_id == bindparam("session_id"), self.live(values))
                 .with_for_update()
             ),
         )
@@ -336,6 +343,7 @@ class Statements:
                         values.c.key > bindparam("after_key"),
                     ),
                 )
+            query = query.where(self.live(values))
             return query.order_by(values.c.session_id, values.c.key).limit(batch_size)
 
         return self.compiled("scan_after" if after else "scan", batch_size, build)
@@ -383,7 +391,11 @@ class Statements:
 
     def count_rows(self) -> CompiledStatement:
         values = self.tables.values
-        return self.compiled("count_rows", 0, lambda: select(func.count()).select_from(values))
+        return self.compiled(
+            "count_rows",
+            0,
+            lambda: select(func.count()).select_from(values).where(self.live(values)),
+        )
 
     # Bulk writes and deletes
 
