@@ -22,9 +22,9 @@ CREATE TABLE agent_sessions_metadata (
 
 CREATE INDEX idx_agent_sessions_metadata_expires ON agent_sessions_metadata (expires_at);
 
-CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata (`key`, value_hash, session_id);
+CREATE INDEX idx_agent_sessions_metadata_key_hash ON agent_sessions_metadata (`key`, value_hash, session_id, expires_at);
 
-CREATE INDEX idx_agent_sessions_metadata_key_sort ON agent_sessions_metadata (`key`, sort_key, session_id);
+CREATE INDEX idx_agent_sessions_metadata_key_sort ON agent_sessions_metadata (`key`, sort_key, session_id, expires_at);
 
 CREATE TABLE agent_sessions_metadata_items (
 	session_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 

@@ -475,6 +475,7 @@ COMMANDS = {
     "check": WITH_MODEL | {"--strict", "--batch-size", "--max-examples", "--no-progress"},
     "rehash": WITH_MODEL | {"--batch-size"},
     "rekey": WITH_MODEL | {"--batch-size"},
+    "sweep": DATABASE | {"--batch-size", "--max-batches", "--pause"},
     "ddl": {
         "--sessions-table",
         "--metadata-table",

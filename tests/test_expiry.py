@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sessionmeta import (
@@ -27,6 +27,7 @@ from sessionmeta import (
 )
 
 from .racing import Tally, kind, race, run_rounds
+from .test_cli import assert_refused, run
 
 HOUR = dt.timedelta(hours=1)
 ITEMS = "agent_sessions_metadata_items"
@@ -295,17 +296,36 @@ async def test_expiry_on_the_real_clock(chats: Store) -> None:
     assert (await chats.bind("s1").get_metadata()).owner_id == "u1"
 
 
+async def make_pre_expiry_table(engine: AsyncEngine, backend: str) -> None:
+    """The metadata table as sessionmeta created it before expiry: no expires_at, and
+    query indexes without it."""
+    table = "agent_sessions_metadata"
+    key = engine.dialect.identifier_preparer.quote("key")
+    async with engine.begin() as connection:
+        for index in ("expires", "key_hash", "key_sort"):
+            on = f" ON {table}" if backend == "mysql" else ""
+            await connection.execute(text(f"DROP INDEX idx_{table}_{index}{on}"))
+        await connection.execute(text(f"ALTER TABLE {table} DROP COLUMN expires_at"))
+        for index, column in (("key_hash", "value_hash"), ("key_sort", "sort_key")):
+            await connection.execute(
+                text(f"CREATE INDEX idx_{table}_{index} ON {table} ({key}, {column}, session_id)")
+            )
+
+
+async def index_columns(engine: AsyncEngine) -> dict[str, list[str]]:
+    async with engine.connect() as connection:
+        found = await connection.run_sync(
+            lambda sync: inspect(sync).get_indexes("agent_sessions_metadata")
+        )
+    return {str(index["name"]): [str(c) for c in index["column_names"]] for index in found}
+
+
 async def test_add_expiry_migrates_tables_made_before_it(chats: Store, backend: str) -> None:
     engine = chats.engine
     await chats.bind("s1").set_metadata({"title": "old", "tags": ["a"]})
-    async with engine.begin() as connection:
-        if backend == "mysql":
-            await connection.execute(
-                text("DROP INDEX idx_agent_sessions_metadata_expires ON agent_sessions_metadata")
-            )
-        else:
-            await connection.execute(text("DROP INDEX idx_agent_sessions_metadata_expires"))
-        await connection.execute(text("ALTER TABLE agent_sessions_metadata DROP COLUMN expires_at"))
+    made = await index_columns(engine)
+    await make_pre_expiry_table(engine, backend)
+    assert "idx_agent_sessions_metadata_expires" not in await index_columns(engine)
     migration = pytest.importorskip("alembic.migration")
     operations = pytest.importorskip("alembic.operations")
 
@@ -316,8 +336,33 @@ async def test_add_expiry_migrates_tables_made_before_it(chats: Store, backend: 
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
+    # The same indexes as create_tables makes.
+    assert await index_columns(engine) == made
     fresh = MetadataStore(ChatMeta, engine)
     assert (await fresh.bind("s1").get_metadata()).title == "old"
-    await fresh.bind("s2").set_metadata({"title": "new"}, ttl=HOUR)
-    assert (await at(fresh, 2 * HOUR).bind("s2").get_metadata()).title is None
-    assert (await at(fresh, 2 * HOUR).sweep()).rows == 1
+    await fresh.bind("s2").set_metadata({"title": "new", "tags": ["a"]}, ttl=HOUR)
+    later = at(fresh, 2 * HOUR)
+    assert (await later.bind("s2").get_metadata()).title is None
+    assert await later.find_sessions(field("tags").contains("a")) == ["s1"]
+    assert (await later.sweep()).rows == 2
+
+
+async def test_sweep_command(chats: Store, db_url: str) -> None:
+    await chats.set_many({f"s{n}": {"title": "t", "tags": ["a"]} for n in range(3)}, ttl=HOUR)
+    await chats.bind("k").set_metadata({"title": "kept"})
+    nothing = await run("sweep", url=db_url)
+    assert (nothing.code, nothing.out) == (0, "deleted 0 expired rows in 0 batches\n"), nothing
+    # Expired rows are what the database's clock says: move them into the past.
+    async with chats.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE agent_sessions_metadata SET expires_at = :past WHERE expires_at IS NOT NULL"
+            ),
+            {"past": dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)},
+        )
+    swept = await run("sweep", "--batch-size", "4", "--max-batches", "1", "--json", url=db_url)
+    assert (swept.code, swept.json()) == (0, {"deleted_rows": 4, "batches": 1}), swept
+    rest = await run("sweep", "--pause", "0.01", url=db_url)
+    assert (rest.code, rest.out) == (0, "deleted 2 expired rows in 1 batch\n"), rest
+    assert await raw_count(chats.engine, "agent_sessions_metadata") == 1
+    assert_refused(await run("sweep", "--batch-size", "0", url=db_url), "--batch-size")

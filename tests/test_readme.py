@@ -1,4 +1,4 @@
-"""Every Python example in the README runs as written."""
+"""Every Python example in the README, docs/encryption.md and docs/expiry.md runs as written."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import sessionmeta
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ["README.md", "docs/encryption.md"]
+DOCUMENTS = ["README.md", "docs/encryption.md", "docs/expiry.md"]
 SRC = Path(sessionmeta.__file__).resolve().parents[1]
 # Runs Markdown Python blocks with the OpenAI API answered locally (no network, no key).
 OFFLINE_RUNNER = ROOT / "tests" / "agents_sdk" / "run_markdown.py"

@@ -56,6 +56,7 @@ from sessionmeta.sql.dialects import backend_named
 from sessionmeta.sql.plans import QuerySQL
 from sessionmeta.sql.schema import Tables, add_messages_table, build_tables
 from sessionmeta.sql.statements import CompiledStatement, Statements, statements_for
+from sessionmeta.sql.sweep import delete_chosen, expired_batch, sweep_in_one
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 SECTION = "## Every statement, by shard"
@@ -379,6 +380,12 @@ def statement_calls(spec: ModelSpec[Meta]) -> dict[str, list[Callable[[Statement
         "delete_many": [
             lambda s: s.delete_many(list(many), None),
             lambda s: s.delete_many(list(many), ["tags"]),
+        ],
+        # sessionmeta.sql.sweep: PostgreSQL runs the first; the others show their shape.
+        "sweep": [
+            sweep_in_one,
+            expired_batch,
+            lambda s: delete_chosen(s, [("s0", "title"), ("s1", "tags"), ("s1", "title")]),
         ],
     }
 

@@ -19,7 +19,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.database import adapt_to_database
 from sessionmeta.sql.dialects import backend_for
-from sessionmeta.sql.schema import build_tables, expires_at_column, expires_at_index
+from sessionmeta.sql.schema import (
+    KEY_HASH_COLUMNS,
+    KEY_SORT_COLUMNS,
+    build_tables,
+    expires_at_column,
+    expires_at_index,
+)
 
 __all__ = [
     "add_expiry",
@@ -174,17 +180,25 @@ def repoint_items_foreign_key(
 def add_expiry(
     op: Any,
     metadata_table: str = "agent_sessions_metadata",
+    *,
+    rebuild_indexes: bool = True,
 ) -> None:
-    """Add the ``expires_at`` column and its index to a metadata table made before expiry.
+    """Add the ``expires_at`` column and its index to a metadata table made before expiry,
+    and ``expires_at`` to the end of its two query indexes.
 
     Rows already there never expire (the column is ``NULL``). Adding a nullable
-    column without a default rewrites no row on any of the databases. The index is
-    partial on PostgreSQL and SQLite (rows that never expire stay out of it); MariaDB
-    and MySQL build it in place while writes go on, PostgreSQL blocks writes while it
-    builds: on a large table create it first with ``CREATE INDEX CONCURRENTLY``
-    (``sessionmeta ddl`` shows its definition), and this call keeps it. Online only:
-    what is there is read from the database, and whatever is there already is kept,
-    so the call is safe in any migration, and again.
+    column without a default rewrites no row on any of the databases. The new index
+    is partial on PostgreSQL and SQLite (rows that never expire stay out of it).
+    The query indexes ``idx_<table>_key_hash`` and ``idx_<table>_key_sort`` are
+    rebuilt with ``expires_at`` last, so finds keep being answered from the index
+    alone; each is dropped and created again (in the migration's transaction on
+    PostgreSQL and SQLite; MariaDB and MySQL build it while writes go on, and
+    queries scan without it meanwhile). On a large PostgreSQL table, build the new
+    indexes first with ``CREATE INDEX CONCURRENTLY`` (definitions in ``sessionmeta ddl
+    --dialect postgresql``), or pass ``rebuild_indexes=False`` and rebuild them
+    later: until then every query is still right, reading the rows' ``expires_at``.
+    Online only: what is there is read from the database and kept when it is
+    already right, so the call is safe in any migration, and again.
     """
     if op.get_context().as_sql:
         raise InvalidArgumentError(
@@ -194,12 +208,23 @@ def add_expiry(
     columns = {column["name"] for column in inspector.get_columns(metadata_table)}
     if "expires_at" not in columns:
         op.add_column(metadata_table, expires_at_column())
-    index = expires_at_index(metadata_table)
-    if index.name not in {found["name"] for found in inspector.get_indexes(metadata_table)}:
+    indexes = {found["name"]: found for found in inspector.get_indexes(metadata_table)}
+    expiry = expires_at_index(metadata_table)
+    if expiry.name not in indexes:
         op.create_index(
-            index.name,
+            expiry.name,
             metadata_table,
             ["expires_at"],
-            postgresql_where=index.dialect_options["postgresql"]["where"],
-            sqlite_where=index.dialect_options["sqlite"]["where"],
+            postgresql_where=expiry.dialect_options["postgresql"]["where"],
+            sqlite_where=expiry.dialect_options["sqlite"]["where"],
         )
+    if not rebuild_indexes:
+        return
+    for suffix, wanted in (("key_hash", KEY_HASH_COLUMNS), ("key_sort", KEY_SORT_COLUMNS)):
+        name = f"idx_{metadata_table}_{suffix}"
+        found = indexes.get(name)
+        if found is not None and tuple(found["column_names"]) == wanted:
+            continue
+        if found is not None:
+            op.drop_index(name, table_name=metadata_table)
+        op.create_index(name, metadata_table, list(wanted))

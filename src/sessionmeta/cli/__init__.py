@@ -231,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=500,
         help="rows per read, their rewrites one short transaction (default 500)",
     )
+    sweep = add(
+        "sweep",
+        "sweep:sweep",
+        DATABASE,
+        "delete expired keys (they already read as missing), in short transactions",
+    )
+    sweep.add_argument(
+        "--batch-size", type=int, default=1000, help="rows per transaction (default 1000)"
+    )
+    sweep.add_argument(
+        "--max-batches", type=int, default=None, help="stop after this many (default: none left)"
+    )
+    sweep.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait between batches, to leave the database to others (default 0)",
+    )
     ddl = add("ddl", "offline:ddl", ("tables",), "print the CREATE statements for a database")
     ddl.add_argument("--dialect", required=True, choices=DIALECTS)
     ddl.add_argument(

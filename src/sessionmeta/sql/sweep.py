@@ -89,6 +89,8 @@ def delete_chosen(statements: Statements, chosen: list[tuple[str, str]]) -> Batc
     def items_delete() -> Executable:
         current = values.alias("current")
         held = exists().where(
+            # Held to the listed sessions in its own right, so it routes like the rest.
+            spelling.id_in(current.c.session_id, len(ids)),
             current.c.session_id == items.c.session_id,
             current.c.key == items.c.key,
             current.c.value_hash == items.c.value_hash,
