@@ -366,3 +366,35 @@ async def test_sweep_command(chats: Store, db_url: str) -> None:
     assert (rest.code, rest.out) == (0, "deleted 2 expired rows in 1 batch\n"), rest
     assert await raw_count(chats.engine, "agent_sessions_metadata") == 1
     assert_refused(await run("sweep", "--batch-size", "0", url=db_url), "--batch-size")
+
+
+async def test_sweep_beside_deletes_of_the_session_row(engine: AsyncEngine, backend: str) -> None:
+    """A sweep raced against a delete of the session row (as the Agents SDK's
+    clear_session does, cascading to the metadata): both succeed, neither deadlocks."""
+    chats = MetadataStore(ChatMeta, engine)
+    await chats.create_tables()
+    later = at(chats, 2 * HOUR)
+    tally = Tally(backend, ROUNDS)
+
+    async def delete_session(session_id: str) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM agent_sessions WHERE session_id = :sid"), {"sid": session_id}
+            )
+
+    async def one_round(index: int, rng: Any) -> None:
+        ids = [f"d{index}-{n}" for n in range(3)]
+        await chats.set_many({sid: {"tags": ["a", "b"], "title": "t"} for sid in ids}, ttl=HOUR)
+        swept, deleted = await race(
+            tally, rng, lambda: later.sweep(batch_size=4), lambda: delete_session(ids[1])
+        )
+        tally.outcomes[f"sweep {kind(swept)}"] += 1
+        tally.outcomes[f"delete {kind(deleted)}"] += 1
+        tally.expect(kind(swept) == "ok", "sweep succeeded", index, swept)
+        tally.expect(kind(deleted) == "ok", "session delete succeeded", index, deleted)
+
+    await run_rounds(ROUNDS, 4, 11, one_round)
+    await later.sweep()
+    tally.verdict(["sweep ok"], ["delete ok"])
+    assert await raw_count(engine, "agent_sessions_metadata") == 0
+    assert await raw_count(engine, ITEMS) == 0

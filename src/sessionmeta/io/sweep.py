@@ -65,10 +65,11 @@ async def sweep(
         ]
         if not chosen:
             return 0, False
-        deleted = 0
-        batch = delete_chosen(statements, chosen)
-        deleted = await db.execute(*batch[0])
-        await db.execute(*batch[1])
+        *locks, values, items = delete_chosen(statements, chosen)
+        for lock in locks:
+            await db.fetch(*lock)
+        deleted = await db.execute(*values)
+        await db.execute(*items)
         return deleted, True
 
     rows = batches = 0

@@ -61,13 +61,20 @@ def sweep_in_one(statements: Statements) -> CompiledStatement:
 
 
 def expired_batch(statements: Statements) -> CompiledStatement:
-    """The (session, key) of a batch of expired rows, locked where the database locks rows."""
-    return statements.compiled("sweep_expired", 0, lambda: _chosen(statements, True))
+    """The (session, key) of a batch of expired rows, not locked: :func:`delete_chosen`
+    locks their sessions first, then deletes the rows that are still expired."""
+    return statements.compiled("sweep_expired", 0, lambda: _chosen(statements, False))
 
 
 def delete_chosen(statements: Statements, chosen: list[tuple[str, str]]) -> Batch:
     """Delete the rows ``chosen`` (session, key) that are still expired, then the items no
-    value row holds any more: values, then items, the order a write takes them in."""
+    value row holds any more: values, then items, the order a write takes them in.
+
+    Where deletes lock their sessions first (``Spelling.delete_locks_sessions``), the
+    batch starts by locking the chosen rows' sessions, in id order, as ``delete_many``
+    does: a concurrent delete of one of those session rows, whose cascade takes the
+    items before the values, then queues instead of deadlocking.
+    """
     values, items = statements.tables.values, statements.tables.items
     spelling = statements.spelling
     pairs = padded(sorted(chosen))
@@ -100,7 +107,9 @@ def delete_chosen(statements: Statements, chosen: list[tuple[str, str]]) -> Batc
     params: dict[str, Any] = spelling.id_params(ids)
     for n, (session_id, key) in enumerate(pairs):
         params[f"ws{n}"], params[f"wk{n}"] = session_id, key
-    return [
-        (statements.compiled(f"sweep_values:{shape}", 0, values_delete), params),
-        (statements.compiled(f"sweep_items:{shape}", 0, items_delete), params),
-    ]
+    batch: Batch = []
+    if spelling.delete_locks_sessions:
+        batch.append((statements.lock_sessions(len(ids)), spelling.id_params(ids)))
+    batch.append((statements.compiled(f"sweep_values:{shape}", 0, values_delete), params))
+    batch.append((statements.compiled(f"sweep_items:{shape}", 0, items_delete), params))
+    return batch
