@@ -10,6 +10,7 @@ tests/test_unique_races.py.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import pytest
@@ -396,3 +397,17 @@ def test_the_sql_and_the_core_agree_on_the_empty_scope() -> None:
     from sessionmeta.sql import claims as sql_claims
 
     assert sql_claims.NO_SCOPE == core_claims.NO_SCOPE
+
+
+async def test_an_expired_value_holds_no_claim(threads: MetadataStore[Thread]) -> None:
+    """An expired value reads as missing, so it no longer keeps another session from it."""
+    await threads.bind("a").set_metadata({"slack_thread": "T1"}, ttl=dt.timedelta(minutes=5))
+    with pytest.raises(UniqueValueError):
+        await threads.bind("b").set_metadata({"slack_thread": "T1"})
+
+    later = MetadataStore(Thread, threads.engine, clock_offset=dt.timedelta(minutes=10))
+    assert (await later.bind("a").get_metadata()).slack_thread is None
+    await later.bind("b").set_metadata({"slack_thread": "T1"})
+    assert (await later.bind("b").get_metadata()).slack_thread == "T1"
+    assert await later.get_or_create_by("slack_thread", "T1") == ("b", False)
+    assert await claim_rows(threads.engine) == [("slack_thread", "b")]

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 from sessionmeta.sql.dialects import Spelling
+from sessionmeta.sql.expiry import live
 
 __all__ = ["ClaimSQL"]
 
@@ -89,7 +90,7 @@ class ClaimSQL:
     def claim_holder(self) -> Executable:
         """The session holding a claim (``key``, ``scope_hash``, ``value_hash``), and whether
         its value row still holds the value (a claim whose row was deleted by other
-        means, such as an expiry sweep, holds nothing)."""
+        means, or whose value has expired, holds nothing)."""
         values, claims = self.spelling.tables.values, self.spelling.tables.claims
         backing = values.alias("backing")
         joined = claims.outerjoin(
@@ -98,6 +99,7 @@ class ClaimSQL:
                 backing.c.session_id == claims.c.session_id,
                 backing.c.key == claims.c.key,
                 backing.c.value_hash == claims.c.value_hash,
+                live(backing, self.spelling.now()),
             ),
         )
         return (
@@ -112,7 +114,8 @@ class ClaimSQL:
 
     def release_stale_claim(self) -> Executable:
         """Drop one claim (``key``, ``scope_hash``, ``value_hash`` held by ``holder``) if its
-        session no longer stores the value: the value row went without its claim."""
+        session no longer stores the value: the value row went without its claim, or the
+        value expired (it reads as missing, so it holds nothing)."""
         values, claims = self.spelling.tables.values, self.spelling.tables.claims
         backing = (
             select(values.c.session_id)
@@ -120,6 +123,7 @@ class ClaimSQL:
                 values.c.session_id == claims.c.session_id,
                 values.c.key == claims.c.key,
                 values.c.value_hash == claims.c.value_hash,
+                live(values, self.spelling.now()),
             )
             .correlate(claims)
         )
