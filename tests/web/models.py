@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from sessionmeta import SessionMeta
+from sessionmeta import SessionMeta, Unique
 
 
 class Ticket(SessionMeta):
@@ -15,6 +15,7 @@ class Ticket(SessionMeta):
     priority: int | None = None
     tags: list[str] | None = None
     opened_at: dt.datetime | None = None
+    external_id: Annotated[str | None, Unique()] = None
 
 
 BASE_TIME = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)

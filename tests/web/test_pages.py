@@ -169,6 +169,23 @@ async def test_an_invalid_value_is_shown_with_the_error_and_nothing_is_written(
     assert (read.title, read.priority) == ("Renamed", 2)
 
 
+async def test_a_taken_unique_value_is_shown_beside_its_field(
+    ticket_store: MetadataStore[Ticket], pages: Client
+) -> None:
+    await ticket_store.bind("s1").set_metadata({"external_id": "T-1"})
+    await ticket_store.bind("s2").set_metadata({"title": "Draft"})
+    client = await pages()
+    form = edit_form((await client.get("/session/edit", params={"id": "s2"})).text)
+    form.update({"v:title": "Renamed", "v:external_id": "T-1"})
+    response = await client.post("/session/edit", data=form)
+    assert response.status_code == 409 and "changed since you opened" not in response.text
+    errors = dict(re.findall(r'id="error-([^"]*)">([^<]*)<', response.text))
+    assert "session 's1' holds it" in html.unescape(errors["external_id"])
+    assert 'value="T-1"' in response.text
+    read = await ticket_store.bind("s2").get_metadata()
+    assert (read.title, read.external_id) == ("Draft", None)
+
+
 async def test_a_concurrent_change_is_reported_not_overwritten(
     ticket_store: MetadataStore[Ticket], pages: Client
 ) -> None:

@@ -28,6 +28,7 @@ from sessionmeta.errors import (
     InvalidArgumentError,
     SessionMetaError,
     SessionNotFoundError,
+    UniqueValueError,
 )
 from sessionmeta.io.store import MetadataStore
 from sessionmeta.web.checks import CheckRunner
@@ -313,6 +314,19 @@ class AdminPages:
                 errors=self._errors_by_key(exc),
                 message="Nothing was saved: correct the fields marked below.",
                 status=422,
+            )
+        except UniqueValueError as exc:
+            # Not a change by someone else: the value is taken, so say so beside the field.
+            view = await read_session(self.store, self.fields, session_id)
+            return self._edit_form(
+                request,
+                view,
+                texts=submitted,
+                was={field.key: form.get(f"was:{field.key}", "") for field in self.fields},
+                version=form.get("version", ""),
+                errors={exc.key or "*": str(exc)},
+                message="Nothing was saved: a unique value is held by another session.",
+                status=409,
             )
         except ConflictError:
             view = await read_session(self.store, self.fields, session_id)
