@@ -45,7 +45,10 @@ def session_rows() -> Iterator[tuple[str, list[tuple[str, Any, str]], tuple[str,
             ("title", f"title {index}", json_text(f"title {index}")),
             ("tags", tags, json_text(tags)),
         ]
-        if index % 100 == 0:
+        # One session in a thousand: at one in a hundred, PostgreSQL's costs put a walk of
+        # the primary key in id order (a page of 51 then reads about 5,100 sessions) level
+        # with the key's index and a sort, and the plan flipped between runs.
+        if index % 1000 == 0:
             values.append(("incognito", True, "true"))
         yield f"s{index:06d}", values, item_hashes(tags)
 
@@ -149,8 +152,8 @@ EXPECTED_COUNTS = {
     "lt": 1000,
     "le": 1100,
     "contains": 200,
-    "exists": 1000,
-    "missing": SESSIONS - 1000,
+    "exists": SESSIONS // 1000,
+    "missing": SESSIONS - SESSIONS // 1000,
     "or": 300,
 }
 NEGATIVE = {"ne", "not_in", "missing"}
