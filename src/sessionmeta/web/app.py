@@ -303,30 +303,25 @@ class AdminPages:
         try:
             await meta.set_metadata(changed, expected_version=form.get("version"), create=False)
         except ValidationError as exc:
-            # Shown again as submitted, still compared against what the form first showed.
-            view = await read_session(self.store, self.fields, session_id)
-            return self._edit_form(
+            return await self._submitted_again(
                 request,
-                view,
-                texts=submitted,
-                was={field.key: form.get(f"was:{field.key}", "") for field in self.fields},
-                version=form.get("version", ""),
-                errors=self._errors_by_key(exc),
-                message="Nothing was saved: correct the fields marked below.",
-                status=422,
+                session_id,
+                form,
+                submitted,
+                self._errors_by_key(exc),
+                "Nothing was saved: correct the fields marked below.",
+                422,
             )
         except UniqueValueError as exc:
             # Not a change by someone else: the value is taken, so say so beside the field.
-            view = await read_session(self.store, self.fields, session_id)
-            return self._edit_form(
+            return await self._submitted_again(
                 request,
-                view,
-                texts=submitted,
-                was={field.key: form.get(f"was:{field.key}", "") for field in self.fields},
-                version=form.get("version", ""),
-                errors={exc.key or "*": str(exc)},
-                message="Nothing was saved: a unique value is held by another session.",
-                status=409,
+                session_id,
+                form,
+                submitted,
+                {exc.key or "*": str(exc)},
+                "Nothing was saved: a unique value is held by another session.",
+                409,
             )
         except ConflictError:
             view = await read_session(self.store, self.fields, session_id)
@@ -346,6 +341,30 @@ class AdminPages:
         except SessionNotFoundError:
             raise _Refused(404, f"session {session_id!r} was deleted meanwhile") from None
         return RedirectResponse(_link("/session", {"id": session_id, "notice": "saved"}), 303)
+
+    async def _submitted_again(
+        self,
+        request: Request,
+        session_id: str,
+        form: Mapping[str, str],
+        submitted: dict[str, str],
+        errors: dict[str, str],
+        message: str,
+        status: int,
+    ) -> Response:
+        """The edit form shown again as submitted, with ``errors`` beside their fields, still
+        compared against what the form first showed."""
+        view = await read_session(self.store, self.fields, session_id)
+        return self._edit_form(
+            request,
+            view,
+            texts=submitted,
+            was={field.key: form.get(f"was:{field.key}", "") for field in self.fields},
+            version=form.get("version", ""),
+            errors=errors,
+            message=message,
+            status=status,
+        )
 
     def _errors_by_key(self, exc: ValidationError) -> dict[str, str]:
         errors: dict[str, list[str]] = {}
