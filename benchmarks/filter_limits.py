@@ -81,9 +81,7 @@ QUERIES: dict[str, Callable[[MetadataStore[BenchMeta]], Awaitable[object]]] = {
     "ne on each of 9 keys (count)": lambda s: s.count_sessions(*NE_EACH_KEY),
     "ne on each of 9 keys (page of 50)": lambda s: s.find_sessions(*NE_EACH_KEY, limit=50),
     "any_of ne on each of 9 keys (count)": lambda s: s.count_sessions(any_of(*NE_EACH_KEY)),
-    f"any_of {N // 2} groups of 2 contains (count)": lambda s: s.count_sessions(
-        PAIRS_OF_CONTAINS
-    ),
+    f"any_of {N // 2} groups of 2 contains (count)": lambda s: s.count_sessions(PAIRS_OF_CONTAINS),
     f"any_of {N // 2} groups of 2 ne (count)": lambda s: s.count_sessions(PAIRS_OF_NE),
     f"any_of {N // 2} groups of 2 ne (page of 50)": lambda s: s.find_sessions(
         PAIRS_OF_NE, limit=50

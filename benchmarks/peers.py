@@ -56,12 +56,14 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 from harness import Result  # noqa: E402
 from peers_impls import (  # noqa: E402
     ADK_SCHEMA,
+    FLOOR_TABLES,
     LANGGRAPH_SCHEMA,
     SM_TABLES,
     AdkPeer,
     AgentsTurnPeer,
     LangGraphPeer,
     SessionmetaPeer,
+    StoredRowsFloor,
 )
 from peers_workload import find_window, json_values, owner_of, read_index, session_id  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
@@ -186,7 +188,8 @@ async def check_answers(peers: Sequence[Any], sessions: int) -> list[str]:
 
 async def prepare_postgres(engine: AsyncEngine, create: bool) -> None:
     async with engine.begin() as connection:
-        await connection.execute(text(f"DROP TABLE IF EXISTS {', '.join(SM_TABLES)} CASCADE"))
+        tables = ", ".join((*SM_TABLES, *FLOOR_TABLES))
+        await connection.execute(text(f"DROP TABLE IF EXISTS {tables} CASCADE"))
         for schema in (ADK_SCHEMA, LANGGRAPH_SCHEMA):
             await connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
             if create:
@@ -237,6 +240,9 @@ async def run_backend(
         info["sessionmeta bulk"] = ours.how["bulk"]
         await ours.create_tables()
         peers.append(ours)
+        # Timed on the bulk load only: what the rows alone cost in sessionmeta's schema.
+        floor = StoredRowsFloor(engine, postgres)
+        await floor.create_tables()
         if "langgraph" in args.peers:
             if not installed("langgraph.store"):
                 info.setdefault("skipped", []).append("LangGraph: not installed (bench extra)")
@@ -272,13 +278,13 @@ async def run_backend(
             await peer.reset()
 
         # A small untimed load first, so that no first round pays for cold caches.
-        for peer in peers:
+        for peer in [*peers, floor]:
             await peer.reset()
             await peer.run("bulk", min(100, sessions))
         results += await measure(
             backend,
             "bulk",
-            peers,
+            [*peers, floor],
             rounds=args.bulk_rounds,
             warmup=0,
             sessions=sessions,

@@ -36,8 +36,10 @@ from peers_workload import (
 )
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from sessionmeta import MetadataStore, field
+from sessionmeta.core.bulk import encode_sessions
 
 HERE = Path(__file__).resolve().parent
 SESSIONS_TABLE = "smpeer_sessions"
@@ -49,6 +51,14 @@ SM_TABLES = (
     f"{METADATA_TABLE}_items",
     METADATA_TABLE,
     SESSIONS_TABLE,
+)
+FLOOR_SESSIONS_TABLE = "smpeer_floor_sessions"
+FLOOR_METADATA_TABLE = "smpeer_floor_metadata"
+FLOOR_TABLES = (
+    f"{FLOOR_METADATA_TABLE}_unique",
+    f"{FLOOR_METADATA_TABLE}_items",
+    FLOOR_METADATA_TABLE,
+    FLOOR_SESSIONS_TABLE,
 )
 ADK_SCHEMA = "smpeer_adk"
 LANGGRAPH_SCHEMA = "smpeer_langgraph"
@@ -169,6 +179,105 @@ class SessionmetaPeer(LocalPeer):
         if op == "find":
             return sorted(result)
         return result
+
+
+class StoredRowsFloor(LocalPeer):
+    """The bulk load's floor for sessionmeta's schema: the rows ``set_many`` stores (session
+    rows, one value row per key, the list's items), encoded before timing, inserted by
+    hand on one held driver connection in one transaction: COPY on PostgreSQL,
+    ``executemany`` on SQLite. It does only the bulk load."""
+
+    name = "hand-written rows (floor)"
+
+    def __init__(self, engine: AsyncEngine, postgres: bool) -> None:
+        self.engine = engine
+        self.postgres = postgres
+        # Its own tables, made by the store so that they are sessionmeta's exactly.
+        self.store = MetadataStore(
+            BenchMeta,
+            engine,
+            sessions_table=FLOOR_SESSIONS_TABLE,
+            metadata_table=FLOOR_METADATA_TABLE,
+        )
+        self.rows: dict[int, tuple[list[Any], list[Any], list[Any]]] = {}
+        how = "COPY" if postgres else "executemany"
+        self.how = {"bulk": f"the same rows, encoded beforehand, {how} per table, one transaction"}
+
+    async def create_tables(self) -> None:
+        await self.store.create_tables()
+
+    def encoded(self, count: int) -> tuple[list[Any], list[Any], list[Any]]:
+        if count not in self.rows:
+            encoded = encode_sessions(
+                self.store.spec, {session_id(i): values_of(i) for i in range(count)}
+            )
+            sessions = [(sid,) for sid in encoded]
+            values = [
+                (sid, row.key, row.value, row.value_hash, row.sort_key)
+                for sid, rows in encoded.items()
+                for row in rows
+            ]
+            items = [
+                (sid, row.key, row.value_hash, item)
+                for sid, rows in encoded.items()
+                for row in rows
+                for item in row.items or ()
+            ]
+            self.rows[count] = (sessions, values, items)
+        return self.rows[count]
+
+    async def reset(self) -> None:
+        async with self.engine.begin() as connection:
+            if self.postgres:
+                await connection.execute(text(f"TRUNCATE {FLOOR_SESSIONS_TABLE} CASCADE"))
+            else:
+                for table in FLOOR_TABLES:
+                    await connection.execute(text(f"DELETE FROM {table}"))
+
+    async def run(self, op: str, index: int, check: bool = False) -> tuple[float, Any]:
+        # Encoding is the store's work, not the floor's: done before the clock starts.
+        self.encoded(index)
+        return await super().run(op, index, check)
+
+    async def bulk(self, count: int) -> int:
+        sessions, values, items = self.encoded(count)
+        pooled = await self.engine.raw_connection()
+        try:
+            connection = pooled.driver_connection
+            if self.postgres:
+                async with connection.transaction():
+                    await connection.copy_records_to_table(
+                        FLOOR_SESSIONS_TABLE, records=sessions, columns=["session_id"]
+                    )
+                    await connection.copy_records_to_table(
+                        FLOOR_METADATA_TABLE,
+                        records=values,
+                        columns=["session_id", "key", "value", "value_hash", "sort_key"],
+                    )
+                    await connection.copy_records_to_table(
+                        f"{FLOOR_METADATA_TABLE}_items",
+                        records=items,
+                        columns=["session_id", "key", "value_hash", "item_hash"],
+                    )
+            else:
+                await connection.execute("BEGIN")
+                await connection.executemany(
+                    f"INSERT INTO {FLOOR_SESSIONS_TABLE} (session_id) VALUES (?)", sessions
+                )
+                await connection.executemany(
+                    f"INSERT INTO {FLOOR_METADATA_TABLE} (session_id, key, value, value_hash, "
+                    "sort_key) VALUES (?, ?, ?, ?, ?)",
+                    values,
+                )
+                await connection.executemany(
+                    f"INSERT INTO {FLOOR_METADATA_TABLE}_items (session_id, key, value_hash, "
+                    "item_hash) VALUES (?, ?, ?, ?)",
+                    items,
+                )
+                await connection.commit()
+        finally:
+            await greenlet_spawn(pooled.close)
+        return count
 
 
 class LangGraphPeer(LocalPeer):

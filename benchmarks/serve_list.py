@@ -184,9 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         return page_url
 
                 say(f"{name}: {args.requests} requests")
-                results[name] = await measure(
-                    client, url_of, args.requests, args.warmup, expect=50
-                )
+                results[name] = await measure(client, url_of, args.requests, args.warmup, expect=50)
     finally:
         if not args.keep:
             await drop_tables(admin)
