@@ -8,7 +8,6 @@ duration travels from here, in whole microseconds.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,8 +77,6 @@ def with_ttls(
     return [
         row
         if row.ttl is not None
-        else dataclasses.replace(
-            row, ttl=call_ttl if call_ttl is not None else defaults.get(row.key)
-        )
+        else row._replace(ttl=call_ttl if call_ttl is not None else defaults.get(row.key))
         for row in rows
     ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import json.decoder
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from sessionmeta.core.codec import EncodedValue
@@ -40,7 +39,7 @@ def seal_rows(
             sealed.append(row)
             continue
         keys = spec.require_keys(field)
-        sealed.append(replace(row, value=keys.encrypt(session_id, row.key, row.value)))
+        sealed.append(row._replace(value=keys.encrypt(session_id, row.key, row.value)))
     return sealed
 
 
