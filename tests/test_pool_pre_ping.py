@@ -68,3 +68,50 @@ async def test_a_connection_the_server_closed_is_replaced(server: str, server_ur
     finally:
         await engine.dispose()
         await admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ],
+)
+async def test_a_shelved_connection_the_server_closed_is_replaced(
+    server: str, server_url: str
+) -> None:
+    # With pool_pre_ping the shelf stays on (io.shelf): a connection waits there at most
+    # a few ms after its last statement, and one the server closed meanwhile is dropped
+    # before use, as the ping would have dropped it.
+    admin = create_async_engine(server_url)
+    engine = create_async_engine(server_url, pool_size=2, max_overflow=0, pool_pre_ping=True)
+    try:
+        await reset_database(admin)
+        store = MetadataStore(ChatMeta, engine, create_tables=True)
+        meta = store.bind("s1")
+        await meta.set_metadata({"title": "before"})
+        shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
+        ((pooled, _, _),) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
+        victim = (
+            pooled.driver_connection.get_server_pid()
+            if server == "postgres"
+            else pooled.driver_connection.thread_id()
+        )
+        async with admin.connect() as connection:
+            if server == "postgres":
+                await connection.execute(text(f"SELECT pg_terminate_backend({victim})"))
+                alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {victim}"
+            else:
+                await connection.execute(text(f"KILL {victim}"))
+                alive = f"SELECT count(*) FROM information_schema.processlist WHERE id = {victim}"
+            for _ in range(100):
+                if await connection.scalar(text(alive)) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"connection {victim} still alive 5 s after it was killed")
+        await meta.set_metadata({"title": "after"})
+        assert (await meta.get_metadata()).title == "after"
+    finally:
+        await engine.dispose()
+        await admin.dispose()
