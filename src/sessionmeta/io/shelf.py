@@ -109,6 +109,10 @@ class Shelf:
     def empty_out(self) -> list[PoolProxiedConnection]:
         """Everything on the shelf, taken off it."""
         held, self.held = self.held, []
+        if self._timer is not None:
+            # A pending timer would keep the shelf, and its engine, alive.
+            self._timer.cancel()
+            self._timer = None
         return [pooled for pooled, _, _ in held]
 
     def _expire(self) -> None:
