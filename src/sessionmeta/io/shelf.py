@@ -79,6 +79,7 @@ class Shelf:
         self.held: list[tuple[PoolProxiedConnection, float, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._returning: set[asyncio.Task[None]] = set()
+        self._guarded = True
         self._guard = self._until_the_loop_ends()
         _start(self._guard)
 
@@ -97,6 +98,10 @@ class Shelf:
         rules allow; ``False``: check it in."""
         pool = self.pool
         if pool is not self.shelves.engine.pool or len(self.held) >= self.shelves.most:
+            return False
+        if not self._guarded:
+            # The loop's shutdown has returned the shelf already (a call made by another
+            # async generator's cleanup): nothing would return this one.
             return False
         now = self.loop.time()
         if now - since > CIRCULATION_S or not _room_left(pool, self.shelves.capacity):
@@ -146,6 +151,7 @@ class Shelf:
         try:
             yield
         finally:
+            self._guarded = False
             left = self.empty_out()
             if left:
                 await greenlet_spawn(return_idle, left)
