@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from sessionmeta import MetadataStore
+from sessionmeta.io import shelf
 from sessionmeta.io.shelf import CIRCULATION_S, LINGER_S
 
 from .conftest import require_server, reset_database, server_url
@@ -46,6 +47,13 @@ def _shelved(engine: AsyncEngine) -> int:
     if shelves is None:
         return 0
     return sum(len(shelf.held) for shelf in shelves.by_loop.values())
+
+
+@pytest.fixture
+def long_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A linger long enough that what a test shelved is still there when it looks, on a
+    machine that may pause for more than 20 ms."""
+    monkeypatch.setattr(shelf, "LINGER_S", 30.0)
 
 
 @pytest.fixture
@@ -184,7 +192,7 @@ async def admin(db_url: str, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 async def test_dispose_closes_the_shelved_connections(
-    backend: str, db_url: str, admin: AsyncEngine
+    backend: str, db_url: str, admin: AsyncEngine, long_linger: None
 ) -> None:
     await _until_server_connections(admin, 0)
     engine = create_async_engine(db_url)
@@ -263,7 +271,9 @@ def test_two_event_loops_in_turn_on_one_engine(backend: str, tmp_path: Path) -> 
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-def test_a_loops_shutdown_returns_its_shelved_connections(backend: str, tmp_path: Path) -> None:
+def test_a_loops_shutdown_returns_its_shelved_connections(
+    backend: str, tmp_path: Path, long_linger: None
+) -> None:
     # Without dispose(): the loop's shutdown of its async generators (asyncio.run does
     # it) checks the shelved connections in, as they were before the shelf.
     require_server(backend)
@@ -288,7 +298,7 @@ def test_a_loops_shutdown_returns_its_shelved_connections(backend: str, tmp_path
 
 @pytest.mark.sqlite
 def test_a_loop_closed_without_shutting_down_gives_its_shelf_back_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, long_linger: None
 ) -> None:
     # aiosqlite's connections outlive their loop (a thread each), so the next loop can use
     # them: the shelf of the closed loop is returned to the pool, and the log says so.

@@ -84,8 +84,12 @@ class _Asyncpg(Driver):
     @classmethod
     def error_classes(cls) -> tuple[type[BaseException], ...]:
         import asyncpg
+        from asyncpg.exceptions import InternalClientError
 
-        return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+        # InternalClientError: asyncpg's protocol refused (or lost its place in) an
+        # exchange, as when the server's goodbye to a killed connection has been read but
+        # its close has not: a driver error like the others, never the caller's.
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError, OSError)
 
     async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
         rows: list[Sequence[Any]] = await self.connection.fetch(statement.sql, *args)
@@ -120,6 +124,11 @@ class _Asyncpg(Driver):
             errors.CrashShutdownError,
             self._asyncpg.InterfaceError,
         )
+        if isinstance(exc, errors.InternalClientError) and not isinstance(
+            exc, errors.OutdatedSchemaCacheError
+        ):
+            # The protocol's state is unknown: the connection cannot be trusted again.
+            return True
         return isinstance(exc, lost) or bool(self.connection.is_closed())
 
     def looks_open(self) -> bool:
