@@ -15,7 +15,8 @@ One session's ten keys are read, each round, four ways:
 - ``sessionmeta get_many of 1``: the same through the bulk read.
 
 The gap between the first two is the pool's share, which the shelf saves (the rounds
-follow each other within its 20 ms); between the first and the third, sessionmeta's own. PostgreSQL is ``--postgres-url`` (else SESSIONMETA_BENCH_POSTGRES_URL,
+follow each other within its 20 ms); between the first and the third, sessionmeta's own.
+PostgreSQL is ``--postgres-url`` (else SESSIONMETA_BENCH_POSTGRES_URL,
 SESSIONMETA_TEST_POSTGRES_URL, the local server); MariaDB ``--mysql-url`` (else
 SESSIONMETA_BENCH_MYSQL_URL, SESSIONMETA_TEST_MYSQL_URL, the local server). Only tables
 named ``smbench_conn_*`` are created and dropped.
