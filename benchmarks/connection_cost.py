@@ -10,12 +10,13 @@ One session's ten keys are read, each round, four ways:
   the engine's SQLAlchemy pool and returned after it (without the pool's rollback, as
   the store returns it), as every call that keeps the pool's size limits, health
   checks, recycling and checkout events must do;
-- ``sessionmeta get_metadata``: the store's read (checkout, statement, return,
-  decoding into the model);
+- ``sessionmeta get_metadata``: the store's read (its connection off the store's shelf,
+  where the last round left it, or out of the pool; statement; decoding into the model);
 - ``sessionmeta get_many of 1``: the same through the bulk read.
 
-The gap between the first two is the pool's share; between the second and the third,
-sessionmeta's own. PostgreSQL is ``--postgres-url`` (else SESSIONMETA_BENCH_POSTGRES_URL,
+The gap between the first two is the pool's share, which the shelf saves (the rounds
+follow each other within its 20 ms); between the first and the third, sessionmeta's own.
+PostgreSQL is ``--postgres-url`` (else SESSIONMETA_BENCH_POSTGRES_URL,
 SESSIONMETA_TEST_POSTGRES_URL, the local server); MariaDB ``--mysql-url`` (else
 SESSIONMETA_BENCH_MYSQL_URL, SESSIONMETA_TEST_MYSQL_URL, the local server). Only tables
 named ``smbench_conn_*`` are created and dropped.

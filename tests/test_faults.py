@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from sessionmeta import BoundMetadata, DatabaseError, MetadataStore
+from sessionmeta.io import shelf
+from sessionmeta.io.drivers import lean_driver
 
 from .dbstate import stored_rows
 from .models import ChatMeta
@@ -265,3 +270,126 @@ async def test_lock_wait_timeout_is_configurable(
         assert (await meta.get_metadata()).title == "new"
     finally:
         await impatient.dispose()
+
+
+def _shelved_server_id(engine: AsyncEngine) -> int:
+    """The server's id of the one connection on ``engine``'s shelf (io.shelf)."""
+    shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
+    (held,) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
+    connection = held[0].driver_connection
+    if engine.dialect.name == "postgresql":
+        return int(connection.get_server_pid())
+    return int(connection.thread_id())
+
+
+async def _until_gone(admin: AsyncEngine, connection_id: int) -> None:
+    async with admin.connect() as connection:
+        for _ in range(HANG_GUARD_S * 20):
+            if not await connection.scalar(text(_alive_query(admin)), {"id": connection_id}):
+                return
+            # PostgreSQL keeps one view of pg_stat_activity per transaction.
+            await connection.rollback()
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"connection {connection_id} still alive after its kill")
+
+
+def _alive_query(engine: AsyncEngine | Engine) -> str:
+    if engine.dialect.name == "postgresql":
+        return "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
+    return "SELECT count(*) FROM information_schema.processlist WHERE id = :id"
+
+
+async def test_a_shelved_connection_killed_on_the_server_is_replaced(
+    backend: str, engine: AsyncEngine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver has heard of the kill by the next call: the shelf drops the connection
+    # before use, as pool_pre_ping would, and the call runs on a fresh one.
+    _needs_server(backend)
+    # A linger long enough that the kill lands while the connection is still shelved.
+    monkeypatch.setattr(shelf, "LINGER_S", 30.0)
+    store = MetadataStore(ChatMeta, engine, create_tables=True)
+    meta = store.bind("s")
+    await meta.set_metadata({"title": "before", "tags": ["old"]})
+    victim = _shelved_server_id(engine)
+    await _kill(engine, victim)
+    await _until_gone(engine, victim)
+    await _until_heard(engine)
+    await meta.add_to("tags", "new")
+    read = await meta.get_metadata()
+    assert (read.title, read.tags) == ("before", ["old", "new"])
+    assert _shelved_server_id(engine) != victim
+
+
+async def _until_heard(engine: AsyncEngine) -> None:
+    """Return once the driver has read the end of the shelved connection: the server
+    leaves pg_stat_activity (or the process list) a moment before it closes the socket."""
+    shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
+    (held,) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
+    wrapper = lean_driver(engine.dialect.driver)
+    assert wrapper is not None
+    for _ in range(HANG_GUARD_S * 100):
+        if not wrapper(held[0].driver_connection).looks_open():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the driver never read the end of the killed connection")
+
+
+@pytest.mark.postgres
+def test_asyncpg_protocol_errors_are_lost_connections() -> None:
+    # Read between the server's goodbye and its close, a killed connection is in no
+    # state asyncpg can use ("cannot switch to state 12; another operation (2) is in
+    # progress"): a lost connection, translated and invalidated like the others.
+    from asyncpg.exceptions import InternalClientError
+
+    wrapper = lean_driver("asyncpg")
+    assert wrapper is not None
+    assert InternalClientError in wrapper.error_classes()
+    assert wrapper(None).is_disconnect(InternalClientError("cannot switch to state 12"))
+
+
+def _sync_url(db_url: str) -> URL:
+    url = make_url(db_url)
+    return url.set(
+        drivername="postgresql+psycopg"
+        if url.get_backend_name() == "postgresql"
+        else "mysql+pymysql"
+    )
+
+
+async def test_a_kill_the_driver_has_not_heard_of_fails_the_next_call_as_without_the_shelf(
+    backend: str, engine: AsyncEngine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kill happens while the event loop is blocked, so the driver has not read the
+    # server's goodbye when the next call takes the shelved connection: its first
+    # statement finds the connection gone. As for a connection killed just after a pool
+    # checkout: a DatabaseError naming the session, the write not applied, not retried
+    # (it could have been applied), and the next call works on a fresh connection.
+    _needs_server(backend)
+    # A linger long enough that the kill lands while the connection is still shelved.
+    monkeypatch.setattr(shelf, "LINGER_S", 30.0)
+    store = MetadataStore(ChatMeta, engine, create_tables=True)
+    meta = store.bind("s")
+    await meta.set_metadata({"title": "before", "tags": ["old"]})
+    before = await stored_rows(engine, "s")
+    await meta.get_metadata()  # the shelf now holds the connection the next call takes
+    victim = _shelved_server_id(engine)
+    blocking = create_engine(_sync_url(db_url), poolclass=NullPool)
+    try:
+        with blocking.connect() as connection:
+            if backend == "postgres":
+                connection.execute(text("SELECT pg_terminate_backend(:id)"), {"id": victim})
+            else:
+                connection.execute(text(f"KILL {int(victim)}"))
+            for _ in range(HANG_GUARD_S * 20):
+                if not connection.scalar(text(_alive_query(blocking)), {"id": victim}):
+                    break
+                connection.rollback()  # a fresh view of pg_stat_activity
+                time.sleep(0.05)  # noqa: ASYNC251 (blocks the loop on purpose)
+    finally:
+        blocking.dispose()
+    with pytest.raises(DatabaseError, match="lost the database connection") as caught:
+        await asyncio.wait_for(meta.add_to("tags", "new"), HANG_GUARD_S)
+    assert caught.value.session_id == "s"
+    assert await stored_rows(engine, "s") == before
+    await meta.add_to("tags", "after")
+    assert (await meta.get_metadata()).tags == ["old", "after"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import _ConnectionFairy
+from sqlalchemy.pool import QueuePool, _ConnectionFairy
 from sqlalchemy.util import greenlet_spawn
 
 from sessionmeta.io.database import _EXECUTION_EVENTS
@@ -54,3 +54,39 @@ async def test_engine_dispatch_tells_whether_anyone_listens(tmp_path: Path) -> N
         assert isinstance(engine.sync_engine.logger, (logging.Logger, logging.LoggerAdapter))
     finally:
         await engine.dispose()
+
+
+async def test_queue_pool_tells_its_overflow_limit(tmp_path: Path) -> None:
+    # io.shelf reads a QueuePool's limit (pool_size + max_overflow, -1 for none): the
+    # shelf is off on a pool of fewer than two connections.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}"
+    for overflow in (0, 3, -1):
+        engine = create_async_engine(url, pool_size=2, max_overflow=overflow)
+        try:
+            pool = engine.sync_engine.pool
+            assert isinstance(pool, QueuePool)
+            assert pool._max_overflow == overflow
+            assert pool.size() == 2
+        finally:
+            await engine.dispose()
+
+
+def test_aiomysql_connections_keep_their_stream_reader() -> None:
+    # _MySQL.looks_open: a KILL or a shutdown shows as the reader at EOF.
+    import aiomysql
+
+    source = inspect.getsource(aiomysql.Connection)
+    assert "self._reader" in source and "self._writer" in source
+
+
+async def test_engine_disposed_fires_whatever_the_has_events_flag_says(tmp_path: Path) -> None:
+    # io.shelf listens to engine_disposed and puts the engine's _has_events back as it
+    # was, so that other users' connections do not pay for looking up listeners.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}")
+    sync_engine = engine.sync_engine
+    disposed: list[object] = []
+    event.listen(sync_engine, "engine_disposed", disposed.append)
+    assert sync_engine._has_events is True
+    sync_engine._has_events = False
+    await engine.dispose()
+    assert disposed == [sync_engine]

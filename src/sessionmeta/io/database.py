@@ -49,6 +49,7 @@ from sessionmeta.errors import (
 )
 from sessionmeta.io.drivers import Driver, lean_driver
 from sessionmeta.io.retry import RetryPolicy
+from sessionmeta.io.shelf import Shelf, shelf_for
 from sessionmeta.sql.dialects import Backend, ErrorKind, backend_for
 from sessionmeta.sql.schema import ColumnName, adapt_to_parents, referenced_columns
 from sessionmeta.sql.statements import Batch, CompiledStatement
@@ -346,8 +347,10 @@ class Database:
     async def _run_lean(
         self, lean: type[Driver], work: Work[T], session_id: str | None, transaction: bool
     ) -> T:
-        pooled: PoolProxiedConnection = await self._connect(self.engine.raw_connection, session_id)
+        shelf = await shelf_for(self.engine, _OWN_POOL_LISTENERS) if lean.shelvable else None
+        pooled, since = await self._lean_connection(lean, shelf, session_id)
         driver = lean(pooled.driver_connection)
+        clean = False
         try:
             if transaction:
                 await driver.begin(self.backend.begin_write)
@@ -356,6 +359,7 @@ class Database:
                 await driver.commit()
             else:
                 await driver.end()
+            clean = True
             return result
         except Exception as exc:
             ours = self.is_driver_error(exc)
@@ -375,7 +379,32 @@ class Database:
             await greenlet_spawn(pooled.invalidate)
             raise
         finally:
-            await greenlet_spawn(_check_in, pooled, driver)
+            if not (
+                clean
+                and shelf is not None
+                and pooled.is_valid
+                and driver.is_idle()
+                and driver.looks_open()
+                and shelf.keep(pooled, since)
+            ):
+                await greenlet_spawn(_check_in, pooled, driver)
+
+    async def _lean_connection(
+        self, lean: type[Driver], shelf: Shelf | None, session_id: str | None
+    ) -> tuple[PoolProxiedConnection, float]:
+        """A connection for the lean path: off the loop's shelf, else out of the pool;
+        and the loop time it was checked out of the pool."""
+        if shelf is None:
+            return await self._connect(self.engine.raw_connection, session_id), 0.0
+        while (shelved := shelf.take()) is not None:
+            pooled, since = shelved
+            if lean(pooled.driver_connection).looks_open():
+                return pooled, since
+            # Closed while shelved (the server killed it, or restarted): dropped as
+            # pool_pre_ping drops one, and the next is tried.
+            await greenlet_spawn(_drop, pooled)
+        since = shelf.now()
+        return await self._connect(self.engine.raw_connection, session_id), since
 
     async def _run_through(self, work: Work[T], session_id: str | None, transaction: bool) -> T:
         connection = self.engine.connect()
@@ -637,6 +666,11 @@ def _check_in(pooled: PoolProxiedConnection, driver: Driver) -> None:
         pooled.close()
 
 
+def _drop(pooled: PoolProxiedConnection) -> None:
+    pooled.invalidate()
+    pooled.close()
+
+
 def _sqlite_pragmas(
     dbapi_connection: Any,
     connection_record: ConnectionPoolEntry,
@@ -757,6 +791,9 @@ def _install_galera_sync_wait(engine: AsyncEngine) -> None:
     if not event.contains(sync_engine, "checkout", _galera_sync_wait):
         event.listen(sync_engine, "checkout", _galera_sync_wait)
 
+
+# The store's own pool listeners: they do not keep connections off the shelf.
+_OWN_POOL_LISTENERS = frozenset({_sqlite_pragmas, _sqlite_wal, _galera_sync_wait})
 
 _KEEP_JOURNAL_MODE = "_sessionmeta_keep_sqlite_journal_mode"
 

@@ -24,6 +24,10 @@ T = TypeVar("T")
 class Driver:
     """One checked-out driver connection, with the few operations the store needs."""
 
+    # Whether an idle connection may wait on the shelf (io.shelf): the wrapper can tell,
+    # without a round trip, a connection the server has closed.
+    shelvable = False
+
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
@@ -62,8 +66,15 @@ class Driver:
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, (OSError, ConnectionError))
 
+    def looks_open(self) -> bool:
+        """Whether, as far as the driver has heard, the connection is still open
+        (False: closed, or the wrapper cannot tell)."""
+        return False
+
 
 class _Asyncpg(Driver):
+    shelvable = True
+
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
         import asyncpg
@@ -73,8 +84,12 @@ class _Asyncpg(Driver):
     @classmethod
     def error_classes(cls) -> tuple[type[BaseException], ...]:
         import asyncpg
+        from asyncpg.exceptions import InternalClientError
 
-        return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+        # InternalClientError: asyncpg's protocol refused (or lost its place in) an
+        # exchange, as when the server's goodbye to a killed connection has been read but
+        # its close has not: a driver error like the others, never the caller's.
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError, OSError)
 
     async def fetch(self, statement: CompiledStatement, args: Any) -> list[Sequence[Any]]:
         rows: list[Sequence[Any]] = await self.connection.fetch(statement.sql, *args)
@@ -109,13 +124,25 @@ class _Asyncpg(Driver):
             errors.CrashShutdownError,
             self._asyncpg.InterfaceError,
         )
+        if isinstance(exc, errors.InternalClientError) and not isinstance(
+            exc, errors.OutdatedSchemaCacheError
+        ):
+            # The protocol's state is unknown: the connection cannot be trusted again.
+            return True
         return isinstance(exc, lost) or bool(self.connection.is_closed())
+
+    def looks_open(self) -> bool:
+        # asyncpg reads its socket whenever the loop runs: a backend terminated or a
+        # server shut down is known by the next loop iteration.
+        return not self.connection.is_closed()
 
 
 class _Aiosqlite(Driver):
     """Each call to aiosqlite is a trip to its connection's thread and back, which costs
     more than a small statement: ``BEGIN`` waits for the first statement, and a batch
     runs in one trip (through aiosqlite's ``_execute``, which its own methods use)."""
+
+    shelvable = True
 
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
@@ -179,6 +206,11 @@ class _Aiosqlite(Driver):
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
 
+    def looks_open(self) -> bool:
+        return getattr(self.connection, "_connection", None) is not None and bool(
+            getattr(self.connection, "_running", False)
+        )
+
 
 class _MySQL(Driver):
     """aiomysql and asyncmy share one cursor API.
@@ -188,6 +220,7 @@ class _MySQL(Driver):
     """
 
     _DISCONNECT_CODES = frozenset({1053, 1927, 2003, 2006, 2013, 2014, 2045, 2055, 4031})
+    shelvable = True
 
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
@@ -241,6 +274,17 @@ class _MySQL(Driver):
             return True
         args: tuple[Any, ...] = getattr(exc, "args", ())
         return bool(args) and args[0] in self._DISCONNECT_CODES
+
+    def looks_open(self) -> bool:
+        # aiomysql's stream reader sees the server's end of the connection (a KILL, a
+        # shutdown) when the loop next runs; an idle connection has nothing unread,
+        # so at_eof() is then true. A connection without such a reader (asyncmy's)
+        # is never shelved.
+        reader = getattr(self.connection, "_reader", None)
+        at_eof = getattr(reader, "at_eof", None)
+        if getattr(self.connection, "_writer", None) is None or at_eof is None:
+            return False
+        return not at_eof()
 
 
 _DRIVERS: dict[str, type[Driver]] = {
