@@ -399,6 +399,32 @@ async def test_listings_name_a_stored_value_that_no_longer_fits(
     assert (await lenient.get_many(["b"]))["b"].owner_id == "u"
 
 
+async def test_listings_name_a_stored_text_that_is_not_json(
+    meta_store: MetadataStore[Meta], engine: AsyncEngine
+) -> None:
+    # The listing pastes stored texts into one document without parsing them in SQL:
+    # a text that is no JSON at all is named as a single read names it.
+    for session_id in ("a", "b"):
+        await meta_store.bind(session_id).set_metadata({"owner_id": "u", "priority": 1})
+    key = "`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"'
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                f"UPDATE agent_sessions_metadata SET value = 'not json, {{' "
+                f"WHERE session_id = 'b' AND {key} = 'priority'"
+            )
+        )
+    with pytest.raises(StoredValueError) as info:
+        await meta_store.list_sessions({"owner_id": "u"})
+    assert (info.value.session_id, info.value.key) == ("b", "priority")
+    lenient = MetadataStore(Meta, engine, on_invalid="default")
+    listed = await lenient.list_sessions({"owner_id": "u"}, order_by="-created_at")
+    assert sorted((item.session_id, item.metadata.priority) for item in listed) == [
+        ("a", 1),
+        ("b", None),
+    ]
+
+
 async def test_find_sessions_by_metadata_still_works(meta_store: MetadataStore[Meta]) -> None:
     await fill(meta_store, {"b": {"owner_id": "u"}, "a": {"owner_id": "u"}, "c": {"owner_id": "v"}})
     assert await meta_store.find_sessions_by_metadata("owner_id", "u") == ["a", "b"]

@@ -341,22 +341,22 @@ class QuerySQL:
                 if sort is not None:
                     columns.append(sort)
                 return select(*columns).select_from(page.outerjoin(values, joined)).order_by(*order)
+            # Each session's object from its own rows, one index range per page row: a
+            # correlated subquery, which groups nothing and sorts only the page.
+            rows = [values.c.session_id == page.c.session_id, live(values, self.now)]
             if known_keys is not None:
                 # Undeclared keys would not validate: leave them in the table.
                 known = [bindparam(f"known{i}", key, Text) for i, key in enumerate(known_keys)]
-                joined = and_(joined, values.c.key.in_(known))
-            aggregated: list[ColumnElement[Any]] = [
-                page.c.session_id,
-                self.object_of_rows(values.c.key, values.c.value),
-            ]
-            if sort is not None:
-                aggregated.append(sort)
-            return (
-                select(*aggregated)
-                .select_from(page.outerjoin(values, joined))
-                .group_by(*keys)
-                .order_by(*order)
+                rows.append(values.c.key.in_(known))
+            stored = (
+                select(self.object_of_rows(values.c.key, values.c.value))
+                .where(*rows)
+                .scalar_subquery()
             )
+            objects: list[ColumnElement[Any]] = [page.c.session_id, stored]
+            if sort is not None:
+                objects.append(sort)
+            return select(*objects).select_from(page).order_by(*order)
 
         return self._compiled(("listing", plan.shape(), known_keys), build)
 
