@@ -171,6 +171,8 @@ class Searcher(Generic[ModelT]):
         if parts is None:
             counted = await self.ops.query(self.sql.breadth(plan), plan.params)
             parts = self.sql.parts(plan, int(counted[0][0])) or (None,)
+        if len(parts) == 1:
+            return await self.ops.query(statement(parts[0]), {**plan.params, "limit": limit})
         rows: list[Sequence[Any]] = []
         sessions = 0
         for part in parts:
