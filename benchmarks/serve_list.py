@@ -8,11 +8,11 @@ Loads ``--sessions`` sessions of the benchmark model (ten keys each; ``data.py``
 sessions an owner, every other one tagged ``billing``) with COPY, the rows exactly as
 ``set_many`` stores them (``setup_db.check_encoding``), then requests list pages from the
 admin app in this process (``httpx.ASGITransport``, no network, no browser): each figure
-is the whole request, filter parsing, the store's one listing statement, the page's
-template and the response, as the server spends it. Each page is requested
-``--requests`` times (after ``--warmup``), for a different owner each time where it
-filters by owner, and reported as median, min and max, with the app's own
-``Server-Timing``. Pages, 50 sessions each:
+is the whole request, filter parsing, the store's listing statement (with the count
+that picks its shape), the page's template and the response, as the server spends it.
+Each page is requested ``--requests`` times (after ``--warmup``), for a different
+owner each time where it filters by owner, and reported as median, min and max, with
+the app's own ``Server-Timing``. Pages, 50 sessions each:
 
 * ``owner + tag, newest first``: ``owner_id = userN``, ``tags`` contains ``billing``,
   ordered by ``started`` descending (50 of an owner's 100 sessions match);

@@ -121,3 +121,28 @@ async def test_listings_read_values_as_a_single_read_does(
     assert listed.model_fields_set == read.model_fields_set
     for name in read.model_fields_set:
         assert repr(getattr(listed, name)) == repr(getattr(read, name)), name
+
+
+@given(
+    st.one_of(
+        st.datetimes(timezones=st.timezones()).map(dt.datetime.isoformat),
+        st.times(timezones=st.timezones()).map(dt.time.isoformat),
+        st.from_regex(r"[0-9T:.+\-]{0,40}\n?", fullmatch=True),
+    )
+)
+def test_reading_offset_seconds_skips_the_pattern_only_where_it_cannot_match(text: str) -> None:
+    # The position test in front of the pattern gives what the pattern alone would.
+    from sessionmeta.core import instants
+
+    for parse in (dt.datetime.fromisoformat, dt.time.fromisoformat):
+        found = instants._SECOND_OFFSET.search(text)
+        parsed = instants._parsed(text, parse)
+        if found is None:
+            assert parsed is text
+        else:
+            try:
+                expected = parse(text[: found.start()])
+            except (ValueError, TypeError):
+                assert parsed is text
+            else:
+                assert parsed.replace(tzinfo=None) == expected.replace(tzinfo=None)

@@ -323,6 +323,85 @@ async def test_pages_neither_repeat_nor_skip_while_others_are_written(
         assert found == sorted(originals, reverse=order_by.startswith("-"))
 
 
+@pytest.mark.parametrize("order_by", ["priority", "-priority", "title", "-title"])
+@pytest.mark.parametrize("where_id", ["equality", "contains", "and_ne", "none"])
+async def test_pages_by_a_metadata_key_are_the_same_walked_or_gathered(
+    meta_store: MetadataStore[Meta],
+    monkeypatch: pytest.MonkeyPatch,
+    order_by: str,
+    where_id: str,
+) -> None:
+    # A broad filter walks the order key's index (held values, then the blank group:
+    # sessions lacking the key, or holding null or ""); a narrow one sorts its matches.
+    # With BROAD at 1 every filter here walks; at its default only "none" does.
+    wheres: dict[str, list[Any]] = {
+        "equality": [{"owner_id": "u"}],
+        "contains": [field("tags").contains("t")],
+        "and_ne": [{"owner_id": "u"}, field("note") != "skip"],
+        "none": [],
+    }
+    where = wheres[where_id]
+    store = meta_store
+    stored: dict[str, dict[str, Any]] = {}
+    for index in range(17):
+        values: dict[str, Any] = {"owner_id": "u" if index % 5 else "v", "tags": ["t"]}
+        if index % 4:
+            values["priority"] = index % 3
+            values["title"] = ["", "b", "a"][index % 3]
+        elif index % 8:
+            values["priority"] = None
+            values["title"] = None
+        if index == 6:
+            values["note"] = "skip"
+        stored[f"s{index:02d}"] = values
+        await store.bind(f"s{index:02d}").set_metadata(values)
+
+    def expected() -> list[str]:
+        key = order_by.lstrip("-")
+        matches = [
+            session_id
+            for session_id, values in stored.items()
+            if (where_id not in ("equality", "and_ne") or values["owner_id"] == "u")
+            and not (where_id == "and_ne" and values.get("note") == "skip")
+        ]
+
+        def sort_value(session_id: str) -> tuple[Any, ...]:
+            value = stored[session_id].get(key)
+            # Lacking the key, null and "" sort alike, first: ties in session id order.
+            return (0, session_id) if value in (None, "") else (1, value, session_id)
+
+        ordered = sorted(matches, key=sort_value)
+        return ordered[::-1] if order_by.startswith("-") else ordered
+
+    async def pages(limit: int, listed: bool) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            if listed:
+                listing = await store.list_sessions(
+                    *where, order_by=order_by, limit=limit, cursor=cursor
+                )
+                seen.extend(item.session_id for item in listing)
+                cursor = listing.next_cursor
+            else:
+                page = await store.find_sessions(
+                    *where, order_by=order_by, limit=limit, cursor=cursor
+                )
+                seen.extend(page)
+                cursor = page.next_cursor
+            if cursor is None:
+                return seen
+
+    gathered = await pages(100, listed=False)
+    assert gathered == expected()
+    monkeypatch.setattr("sessionmeta.sql.plans.BROAD", 1)
+    walked = MetadataStore(Meta, store.engine)
+    store = walked
+    for limit in (1, 2, 3, 100):
+        assert await pages(limit, listed=False) == gathered, limit
+        assert await pages(limit, listed=True) == gathered, limit
+
+
 async def test_list_sessions_returns_typed_metadata_in_pages(
     meta_store: MetadataStore[Meta],
 ) -> None:
@@ -397,6 +476,32 @@ async def test_listings_name_a_stored_value_that_no_longer_fits(
     assert [item.metadata.priority for item in listed] == [1, None, 1]
     assert listed[2].metadata.model_fields_set == {"owner_id", "priority"}
     assert (await lenient.get_many(["b"]))["b"].owner_id == "u"
+
+
+async def test_listings_name_a_stored_text_that_is_not_json(
+    meta_store: MetadataStore[Meta], engine: AsyncEngine
+) -> None:
+    # The listing pastes stored texts into one document without parsing them in SQL:
+    # a text that is no JSON at all is named as a single read names it.
+    for session_id in ("a", "b"):
+        await meta_store.bind(session_id).set_metadata({"owner_id": "u", "priority": 1})
+    key = "`key`" if engine.dialect.name in ("mysql", "mariadb") else '"key"'
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                f"UPDATE agent_sessions_metadata SET value = 'not json, {{' "
+                f"WHERE session_id = 'b' AND {key} = 'priority'"
+            )
+        )
+    with pytest.raises(StoredValueError) as info:
+        await meta_store.list_sessions({"owner_id": "u"})
+    assert (info.value.session_id, info.value.key) == ("b", "priority")
+    lenient = MetadataStore(Meta, engine, on_invalid="default")
+    listed = await lenient.list_sessions({"owner_id": "u"}, order_by="-created_at")
+    assert sorted((item.session_id, item.metadata.priority) for item in listed) == [
+        ("a", 1),
+        ("b", None),
+    ]
 
 
 async def test_find_sessions_by_metadata_still_works(meta_store: MetadataStore[Meta]) -> None:

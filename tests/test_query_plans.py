@@ -294,3 +294,65 @@ async def test_every_single_field_filter_is_served_by_an_index(engine: AsyncEngi
             if problems:
                 failures[f"{op} {kind}"] = (problems, explained)
     assert not failures, json.dumps(failures, indent=1, default=str)[:20_000]
+
+
+def sorts_the_matches(engine: AsyncEngine, plan: Any) -> bool:
+    """Whether the plan sorts rows (and so reads every match first) rather than reading
+    an index in order."""
+    name = engine.dialect.name
+    if name == "postgresql":
+
+        def sorts(node: dict[str, Any]) -> bool:
+            return "Sort" in node["Node Type"] or any(
+                sorts(child) for child in node.get("Plans", [])
+            )
+
+        return sorts(plan)
+    if name == "sqlite":
+        return any("TEMP B-TREE FOR ORDER BY" in detail for detail in plan)
+    return any("filesort" in str(row.get("Extra") or "") for row in plan)
+
+
+# Ordered by another key than the filter's: a broad filter (one session in seven) walks
+# the order key's index and tests each session; a narrow one (an owner's 100 sessions)
+# gathers its matches from its own index and sorts them.
+ORDERED_PAGES: dict[str, tuple[Filter, int, bool]] = {
+    "broad contains": (field("tags").contains("g3"), SESSIONS // 7, True),
+    "broad range": (field("priority") >= 100, SESSIONS * 9 // 10, True),
+    "narrow eq": (field("owner_id") == "u42", 100, False),
+    "narrow contains": (field("tags").contains("t7"), 200, False),
+}
+
+
+async def test_a_page_ordered_by_a_key_walks_its_index_when_the_filter_is_broad(
+    engine: AsyncEngine,
+) -> None:
+    store = MetadataStore(Meta, engine, create_tables=True)
+    await store.create_tables()
+    await load(engine)
+    search = store.search
+    failures: dict[str, Any] = {}
+    for name, (condition, matches, broad) in ORDERED_PAGES.items():
+        for order_by in ("-title", "title"):
+            plan = search.plan([condition], order_by, None, None)
+            breadth = await store.ops.query(search.sql.breadth(plan), plan.params)
+            parts = search.sql.parts(plan, int(breadth[0][0]))
+            assert parts is not None
+            assert ("held" in parts) is broad, (name, order_by, breadth)
+            # Every session has a title: the page comes from its first part alone.
+            page = await store.find_sessions(condition, order_by=order_by, limit=50)
+            assert len(page) == min(50, matches)
+            statement = search.sql.ids(plan, parts[0] if order_by.startswith("-") else "held")
+            if not broad:
+                statement = search.sql.ids(plan)
+            args = statement.args({**plan.params, "limit": 51})
+            assert isinstance(args, list)
+            explained = await explain(engine, statement.sql, args)
+            problems = problems_of(engine, explained, False)
+            if broad and KEY_SORT not in indexes_used(engine, explained):
+                problems.append(f"{KEY_SORT} is not walked")
+            if broad and sorts_the_matches(engine, explained):
+                problems.append("the matches are sorted")
+            if problems:
+                failures[f"{name} {order_by}"] = (problems, explained)
+    assert not failures, json.dumps(failures, indent=1, default=str)[:20_000]

@@ -53,7 +53,7 @@ from sessionmeta.core.filters import FilterArg
 from sessionmeta.core.plan import encode_cursor, plan_query
 from sessionmeta.core.spec import ModelSpec
 from sessionmeta.sql.dialects import backend_named
-from sessionmeta.sql.plans import QuerySQL
+from sessionmeta.sql.plans import BROAD, QuerySQL
 from sessionmeta.sql.schema import Tables, add_messages_table, build_tables
 from sessionmeta.sql.statements import CompiledStatement, Statements, statements_for
 from sessionmeta.sql.sweep import delete_chosen, expired_batch, sweep_in_one
@@ -417,6 +417,12 @@ def query_statements(spec: ModelSpec[Meta], sql: CapturedQueries) -> None:
             sql.ids(plan)
             sql.count(plan)
             sql.listing(plan, tuple(spec.fields))
+            if sql.parts(plan) is None:
+                sql.breadth(plan)
+            # A broad filter's statements, ordered by a metadata key (QuerySQL.parts).
+            for part in sql.parts(plan, BROAD) or ():
+                sql.ids(plan, part)
+                sql.listing(plan, tuple(spec.fields), part)
         first = plan_query(spec, filters, order_by="-title", arrays=True)
         cursor = encode_cursor(first.order, "x", "s")
         scope = {"owner_id": "u9"}
@@ -425,6 +431,8 @@ def query_statements(spec: ModelSpec[Meta], sql: CapturedQueries) -> None:
         )
         sql.ids(after)
         sql.listing(after)  # an open model's listing: every key
+        sql.ids(after, "held")
+        sql.ids(after, "blank")
         sql.count(plan_query(spec, filters, arrays=True, scope=scope))
     for count in (1, 7):
         sql.many(count)
@@ -462,7 +470,7 @@ def emitted() -> dict[str, list[Executable]]:
                 call(statements)
     queries = CapturedQueries(PG, tables)
     queries.seen = {}
-    assert builders(QuerySQL) == {"ids", "count", "listing", "many"}, (
+    assert builders(QuerySQL) == {"ids", "count", "listing", "many", "breadth"}, (
         "QuerySQL builds a new statement: list it in docs/scaling.md and build it here"
     )
     query_statements(spec, queries)

@@ -1,15 +1,18 @@
 """Running query plans: finds, listings, counts and bulk reads, one statement each.
 
 Plans are checked by ``core.plan`` and their SQL built by ``sql.plans``; this
-module only fills parameters, runs the compiled statement through the store's
+module only fills parameters, runs the compiled statements through the store's
 operations and shapes the rows. Each method is one round trip, run as a query
-(:meth:`Operations.query`): on the store's read replica when it has one.
+(:meth:`Operations.query`): on the store's read replica when it has one. A page
+ordered by a metadata key with a filter is the exception: a count of the filter's
+index range picks its statement first, and its last pages take a second statement
+(:meth:`QuerySQL.parts`).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic
 
 from pydantic import TypeAdapter, ValidationError
@@ -22,7 +25,8 @@ from sessionmeta.core.sealing import object_rows, open_rows
 from sessionmeta.core.spec import HasSessionId, ModelT, check_session_id
 from sessionmeta.errors import InvalidArgumentError
 from sessionmeta.io.operations import Operations
-from sessionmeta.sql.plans import QuerySQL
+from sessionmeta.sql.plans import Part, QuerySQL
+from sessionmeta.sql.statements import CompiledStatement
 
 __all__ = ["Searcher"]
 
@@ -103,7 +107,7 @@ class Searcher(Generic[ModelT]):
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
         # One row more than asked tells whether another page follows.
-        rows = await self.ops.query(self.sql.ids(plan), {**plan.params, "limit": limit + 1})
+        rows = await self._page_rows(plan, limit + 1, lambda part: self.sql.ids(plan, part))
         ids = [row[0] for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -123,8 +127,10 @@ class Searcher(Generic[ModelT]):
         check_limit(limit)
         plan = self.plan(filters, order_by, cursor, scope)
         spec = self.ops.spec
-        statement = self.sql.listing(plan, None if spec.open else tuple(spec.fields))
-        rows = await self.ops.query(statement, {**plan.params, "limit": limit + 1})
+        known = None if spec.open else tuple(spec.fields)
+        rows = await self._page_rows(
+            plan, limit + 1, lambda part: self.sql.listing(plan, known, part)
+        )
         # Each session's id and sort value, in page order, then its model.
         entries: list[tuple[str, Any]]
         if self.sql.objects:
@@ -153,6 +159,34 @@ class Searcher(Generic[ModelT]):
             session_id, sort_value = entries[limit - 1]
             next_cursor = encode_cursor(plan.order, sort_value, session_id)
         return Page(page, next_cursor)
+
+    async def _page_rows(
+        self, plan: Plan, limit: int, statement: Callable[[Part], CompiledStatement]
+    ) -> list[Sequence[Any]]:
+        """The rows of ``limit`` sessions in page order, from the statements of the page's
+        parts (:meth:`QuerySQL.parts`), each run while the page is short: one statement
+        but for a broad filter ordered by a metadata key, where a count of the filter's
+        index range (up to ``BROAD``) comes first, and on the last pages a second part."""
+        parts = self.sql.parts(plan)
+        if parts is None:
+            counted = await self.ops.query(self.sql.breadth(plan), plan.params)
+            parts = self.sql.parts(plan, int(counted[0][0])) or (None,)
+        if len(parts) == 1:
+            return await self.ops.query(statement(parts[0]), {**plan.params, "limit": limit})
+        rows: list[Sequence[Any]] = []
+        sessions = 0
+        for part in parts:
+            if not _may_hold(part, plan):
+                continue
+            found = await self.ops.query(
+                statement(part), {**plan.params, "limit": limit - sessions}
+            )
+            rows.extend(found)
+            # A listing on MySQL gives a row per key: count sessions, not rows.
+            sessions = len(dict.fromkeys(row[0] for row in rows))
+            if sessions >= limit:
+                break
+        return rows
 
     async def _decode_objects(self, sessions: Sequence[tuple[str, str | None]]) -> list[ModelT]:
         """Models for sessions' values as JSON objects: one validation when all fit."""
@@ -224,6 +258,18 @@ class Searcher(Generic[ModelT]):
             [(sid, [(key, value) for key, value in rows]) for sid, rows in found.items()]
         )
         return dict(zip(found, models, strict=True))
+
+
+def _may_hold(part: Part, plan: Plan) -> bool:
+    """Whether ``part`` of a page may hold sessions past the plan's cursor: none sorts
+    before the blank group (so ascending it is behind any cursor in the held part),
+    and descending the held part is behind a cursor in the blank group."""
+    if part is None or not plan.after:
+        return True
+    in_blank = plan.params["after_value"] == ""
+    if part == "blank":
+        return in_blank or plan.order.descending
+    return not in_blank or not plan.order.descending
 
 
 def _loosely(session_id: str) -> str:

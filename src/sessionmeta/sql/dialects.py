@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -706,8 +707,9 @@ class Backend:
     # connections need wsrep_sync_wait to see every write the cluster acknowledged.
     galera: bool = False
     # The aggregate that gathers a session's (key, value) rows into the JSON object a
-    # read validates, keeping each value's text as stored; ``None`` where the database
-    # would rewrite it (MySQL's JSON type reformats numbers and reorders objects).
+    # read validates, each value's stored text pasted in as it is (as ``object_text``
+    # does in Python); ``None`` where the text could be cut short (MySQL's
+    # GROUP_CONCAT stops at group_concat_max_len, 1,024 bytes by default).
     object_of_rows: (
         Callable[[ColumnElement[str], ColumnElement[str]], ColumnElement[str]] | None
     ) = None
@@ -721,15 +723,28 @@ class Backend:
         return {name: max(1, math.ceil(seconds)) if whole_seconds else seconds}
 
 
+_COLON = literal_column("':'", Text)
+_COMMA = literal_column("','", Text)
+
+
+def _braced(members: ColumnElement[str]) -> ColumnElement[str]:
+    # NULL (no rows) stays NULL: the reader takes it for an empty object.
+    return literal_column("'{'", Text).concat(members).concat(literal_column("'}'", Text))
+
+
 def _postgres_object(key: ColumnElement[str], value: ColumnElement[str]) -> ColumnElement[str]:
-    # The json type keeps its input text as it is.
-    rows = func.json_object_agg(key, cast(value, postgresql.JSON)).filter(key.is_not(None))
-    return cast(rows, Text)
+    # Text pasted together, not json_object_agg over value::json: no value is parsed (the
+    # model's validation reads each one once), and a text that is not JSON at all fails
+    # that validation, which names its session and key, not the statement.
+    member = cast(func.to_json(key), Text).concat(_COLON).concat(value)
+    return _braced(func.string_agg(member, _COMMA))
 
 
 def _sqlite_object(key: ColumnElement[str], value: ColumnElement[str]) -> ColumnElement[str]:
-    # json() minifies without rewriting a token: numbers and strings keep their text.
-    return func.json_group_object(key, func.json(value)).filter(key.is_not(None))
+    # As on PostgreSQL; json_group_object would need json(value), which parses each value
+    # and refuses a malformed one with an error that names no session.
+    member = func.json_quote(key).concat(_COLON).concat(value)
+    return _braced(func.group_concat(member, _COMMA))
 
 
 def _mariadb_dialect() -> Dialect:

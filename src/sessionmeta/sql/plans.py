@@ -14,6 +14,11 @@ The shape of every statement:
 * Ordering by ``created_at``/``updated_at`` joins the sessions table by its key;
   by a metadata key, left-joins that key's row and orders by its ``sort_key``
   (a session lacking the key sorts as the empty string: first ascending).
+* Ordered by a metadata key with a broad filter (its driving index range holds
+  ``BROAD`` entries or more) or none, a page is two statements instead
+  (:meth:`QuerySQL.parts`): the key's ``(key, sort_key)`` index walked in order with
+  the filter as a correlated ``EXISTS`` probe per entry, and, only where that leaves
+  the page short, the sessions sorting as the empty string, gathered as above.
 * The cursor is a keyset condition on (sort value, session id).
 
 Only standard SQL: IN/EXISTS subqueries, joins on the distribution key, and
@@ -25,7 +30,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -61,6 +66,18 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "<=": operator.le,
 }
 _CACHE_SIZE = 512
+# One statement of a page ordered by a metadata key (QuerySQL.parts); None: the whole page.
+Part = Literal["held", "blank"] | None
+# Entries in the driving condition's index range from which a page ordered by a metadata
+# key walks that key's index instead of sorting the matches: at most this many sorted,
+# or (1,000,000 sessions, 51 rows a page) about 5,100 index entries walked when matches
+# are spread over the order. Chosen here, not by the planner, whose estimate of the
+# filter's selectivity inside a semi-join can be off a thousandfold (PostgreSQL took an
+# owner's 50 matches among 1,000,000 sessions for 113,088 and walked the whole index).
+BROAD = 10_000
+# How a session lacking the order key sorts: as the empty string, before every sort key
+# (NULL sorts first on some engines and last on others).
+_BLANK: Any = literal_column("''")
 
 
 class _Builder:
@@ -200,8 +217,10 @@ class _Builder:
             source = source.outerjoin(row, on)
         return source
 
-    def page(self, plan: Plan, *, count: bool = False) -> Select[Any]:
-        """The ids (and sort values) of the matching sessions, in order, or their count."""
+    def matching(self, plan: Plan) -> tuple[FromClause, ColumnElement[Any], list[Any]]:
+        """The matching sessions: a FROM, its session id column, its conditions (fresh
+        aliases on every call)."""
+        self.key_rows = {}
         sessions = self.tables.sessions
         if isinstance(plan.driver, Group):
             source, session_id, where = self.union_source(plan.driver)
@@ -210,7 +229,53 @@ class _Builder:
         else:
             source, session_id, where = sessions, sessions.c.session_id, []
         where.extend(self.condition(node, session_id) for node in plan.rest.nodes)
-        source = self.joined_key_rows(source, session_id)
+        return self.joined_key_rows(source, session_id), session_id, where
+
+    def page(self, plan: Plan, *, count: bool = False, part: Part = None) -> Select[Any]:
+        """The ids (and sort values) of the matching sessions, in order, or their count;
+        ordered by a metadata key, one ``part`` of them (see :meth:`QuerySQL.parts`)."""
+        if part == "held":
+            return self.walked(plan)
+        return self.gathered(plan, count=count, blank=part == "blank")
+
+    def breadth(self, plan: Plan) -> Select[Any]:
+        """How many index entries the driving condition's range holds, counted up to
+        :data:`BROAD` (entries, not sessions: an old list's elements and expired rows
+        count too; they only decide the statement's shape)."""
+        driver = plan.driver
+        if isinstance(driver, Leaf) and driver.kind == "contains":
+            items = self.tables.items.alias("i")
+            elements: list[Any] = [bindparam(name) for name in driver.value_params]
+            source: FromClause = items
+            where: list[Any] = [
+                items.c.key == bindparam(driver.key_param),
+                items.c.item_hash.in_(elements)
+                if len(elements) > 1
+                else items.c.item_hash == elements[0],
+            ]
+        elif isinstance(driver, Group):
+            source, _, where = self.union_source(driver)
+        elif driver is not None:
+            source, _, where = self.leaf_source(driver)
+        else:
+            source, where = self.tables.sessions, []
+        sample = (
+            select(literal_column("1").label("one"))
+            .select_from(source)
+            .where(*where)
+            .limit(BROAD)
+            .subquery("sample")
+        )
+        return select(func.count()).select_from(sample)
+
+    def gathered(self, plan: Plan, *, count: bool = False, blank: bool = False) -> Select[Any]:
+        """The matches gathered from the filter's index ranges, then sorted (or counted).
+
+        Ordered by a metadata key, ``blank`` keeps only the sessions whose sort value is
+        the empty string (lacking the key, or holding a value without a sort key).
+        """
+        sessions = self.tables.sessions
+        source, session_id, where = self.matching(plan)
         if count:
             return select(func.count()).select_from(source).where(*where)
         order = plan.order
@@ -232,7 +297,10 @@ class _Builder:
                     live(ordered, self.now),
                 ),
             )
-            sort = func.coalesce(ordered.c.sort_key, literal_column("''"))
+            sort = func.coalesce(ordered.c.sort_key, _BLANK)
+            if blank:
+                where.append(sort == _BLANK)
+                sort = _BLANK
         after = operator.lt if order.descending else operator.gt
         if plan.after:
             last_id: Any = bindparam("after_session_id")
@@ -246,7 +314,7 @@ class _Builder:
                         and_(sort == last_value, after(session_id, last_id)),
                     )
                 )
-        keys = [session_id] if sort is None else [sort, session_id]
+        keys = [session_id] if sort is None or blank else [sort, session_id]
         if sort is None and self._sort_matches(plan.driver):
             # Ordering by the bare column lets the planner walk the primary key in id
             # order and filter each row, a choice it bases on statistics that cannot see
@@ -262,6 +330,50 @@ class _Builder:
             .select_from(source)
             .where(*where)
             .order_by(*(key.desc() if order.descending else key.asc() for key in keys))
+            .limit(bindparam("limit"))
+        )
+
+    def walked(self, plan: Plan) -> Select[Any]:
+        """Ordered by a metadata key, the sessions whose row of the key has a sort key
+        past the empty string: the key's ``(key, sort_key)`` index walked in order, each
+        session probed against the filter, until the page is full. About
+        ``limit`` x sessions / matches entries read, when matches are spread over the
+        order."""
+        descending = plan.order.descending
+        after = operator.lt if descending else operator.gt
+        rows = self.tables.values.alias("o")
+        where = [
+            rows.c.key == bindparam("order_key"),
+            live(rows, self.now),
+            rows.c.sort_key > _BLANK,
+        ]
+        if plan.driver is not None or plan.rest.nodes:
+            # A probe per entry (EXISTS, correlated), not IN, which SQLite turns into a
+            # loop over the filter's matches, sorted after: the shape this one avoids. Its
+            # OFFSET changes nothing but keeps PostgreSQL from making the probe a join and
+            # choosing that shape by its own estimates (the count chose already); MySQL
+            # takes no OFFSET without a LIMIT.
+            source, session_id, conditions = self.matching(plan)
+            probe: Select[Any] = select(literal_column("1")).select_from(source).limit(1).offset(0)
+            where.append(probe.where(session_id == rows.c.session_id, *conditions).exists())
+        if plan.after:
+            last_value: Any = bindparam("after_value")
+            last_id: Any = bindparam("after_session_id")
+            where.append(
+                or_(
+                    after(rows.c.sort_key, last_value),
+                    and_(rows.c.sort_key == last_value, after(rows.c.session_id, last_id)),
+                )
+            )
+            # The same bound alone: an index range where the OR above is not one.
+            where.append(
+                rows.c.sort_key <= last_value if descending else rows.c.sort_key >= last_value
+            )
+        keys = (rows.c.sort_key, rows.c.session_id)
+        return (
+            select(rows.c.session_id.label("session_id"), rows.c.sort_key.label("sort_value"))
+            .where(*where)
+            .order_by(*(key.desc() if descending else key.asc() for key in keys))
             .limit(bindparam("limit"))
         )
 
@@ -308,9 +420,40 @@ class QuerySQL:
     def _builder(self) -> _Builder:
         return _Builder(self.tables, self.arrays, not self.per_key_statistics, self.now)
 
-    def ids(self, plan: Plan) -> CompiledStatement:
+    def parts(self, plan: Plan, breadth: int | None = None) -> tuple[Part, ...] | None:
+        """The statements of one page, in order, each run while the page is short.
+
+        Ordered by a metadata key with a broad filter (``breadth``, from
+        :meth:`breadth`, at least :data:`BROAD`; no filter counts as broad), a page
+        is two parts: ``"held"``, the sessions whose row of the key has a sort key past
+        the empty string, walked from the key's index; ``"blank"``, those that sort as
+        the empty string (lacking the key, or holding a value without a sort key),
+        which no index yields in order, so they are gathered and sorted. Descending,
+        held comes first, and the blank part, which a broad filter makes slow, runs
+        only when the held part leaves the page short (on the last pages); ascending,
+        blank comes first. Any other query is one statement (``(None,)``): the matches
+        gathered from the filter's index and sorted. ``None``: run :meth:`breadth` and
+        ask again.
+        """
+        if plan.order.column != "meta":
+            return (None,)
+        # No driving condition: no filter, or only negative ones, which most sessions pass.
+        if plan.driver is not None:
+            if breadth is None:
+                return None
+            if breadth < BROAD:
+                return (None,)
+        return ("held", "blank") if plan.order.descending else ("blank", "held")
+
+    def breadth(self, plan: Plan) -> CompiledStatement:
+        """The driving condition's index entries, counted up to :data:`BROAD`."""
+        return self._compiled(("breadth", plan.shape()), lambda: self._builder().breadth(plan))
+
+    def ids(self, plan: Plan, part: Part = None) -> CompiledStatement:
         """Session ids (and the sort value, unless ordered by id) of one page."""
-        return self._compiled(("ids", plan.shape()), lambda: self._builder().page(plan))
+        return self._compiled(
+            ("ids", plan.shape(), part), lambda: self._builder().page(plan, part=part)
+        )
 
     def count(self, plan: Plan) -> CompiledStatement:
         return self._compiled(
@@ -323,13 +466,15 @@ class QuerySQL:
         """Whether :meth:`listing` gives one JSON object per session, not one row per key."""
         return self.object_of_rows is not None
 
-    def listing(self, plan: Plan, known_keys: tuple[str, ...] | None = None) -> CompiledStatement:
+    def listing(
+        self, plan: Plan, known_keys: tuple[str, ...] | None = None, part: Part = None
+    ) -> CompiledStatement:
         """One page of sessions, in page order, each with its stored values: one row per
         session with its ``known_keys`` (all keys: ``None``) as one JSON object where the
         database can keep the stored text (:attr:`objects`), else one row per key."""
 
         def build() -> Any:
-            page = self._builder().page(plan).subquery("page")
+            page = self._builder().page(plan, part=part).subquery("page")
             values = self.tables.values.alias("v")
             sort = page.c.sort_value if "sort_value" in page.c else None
             keys = [page.c.session_id] if sort is None else [sort, page.c.session_id]
@@ -341,24 +486,24 @@ class QuerySQL:
                 if sort is not None:
                     columns.append(sort)
                 return select(*columns).select_from(page.outerjoin(values, joined)).order_by(*order)
+            # Each session's object from its own rows, one index range per page row: a
+            # correlated subquery, which groups nothing and sorts only the page.
+            rows = [values.c.session_id == page.c.session_id, live(values, self.now)]
             if known_keys is not None:
                 # Undeclared keys would not validate: leave them in the table.
                 known = [bindparam(f"known{i}", key, Text) for i, key in enumerate(known_keys)]
-                joined = and_(joined, values.c.key.in_(known))
-            aggregated: list[ColumnElement[Any]] = [
-                page.c.session_id,
-                self.object_of_rows(values.c.key, values.c.value),
-            ]
-            if sort is not None:
-                aggregated.append(sort)
-            return (
-                select(*aggregated)
-                .select_from(page.outerjoin(values, joined))
-                .group_by(*keys)
-                .order_by(*order)
+                rows.append(values.c.key.in_(known))
+            stored = (
+                select(self.object_of_rows(values.c.key, values.c.value))
+                .where(*rows)
+                .scalar_subquery()
             )
+            objects: list[ColumnElement[Any]] = [page.c.session_id, stored]
+            if sort is not None:
+                objects.append(sort)
+            return select(*objects).select_from(page).order_by(*order)
 
-        return self._compiled(("listing", plan.shape(), known_keys), build)
+        return self._compiled(("listing", plan.shape(), known_keys, part), build)
 
     def many(self, count: int, *, with_hashes: bool = False) -> CompiledStatement:
         """Every (session id, key, value[, hash]) row of ``count`` sessions (``id0``...)."""
