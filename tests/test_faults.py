@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -22,9 +22,14 @@ from sessionmeta.io.drivers import lean_driver
 
 from .dbstate import stored_rows
 from .models import ChatMeta
-
-# A bound on waiting for something that should happen at once; never a timing assertion.
-HANG_GUARD_S = 60
+from .server_kills import (
+    HANG_GUARD_S,
+    alive_query,
+    kill,
+    shelved_server_id,
+    until_gone,
+    until_heard,
+)
 
 
 def _needs_server(backend: str) -> None:
@@ -75,16 +80,6 @@ async def _wait_until_blocked(admin: AsyncEngine, victim: int, write: asyncio.Ta
             )
         ).all()
     raise AssertionError(f"connection {victim} never waited for the blocker's lock: {activity}")
-
-
-async def _kill(admin: AsyncEngine, connection_id: int) -> None:
-    async with admin.connect() as connection:
-        if admin.dialect.name == "postgresql":
-            await connection.execute(
-                text("SELECT pg_terminate_backend(:pid)"), {"pid": connection_id}
-            )
-        else:
-            await connection.execute(text(f"KILL {int(connection_id)}"))
 
 
 @pytest.fixture
@@ -141,7 +136,7 @@ async def test_connection_killed_mid_write_leaves_all_or_nothing(
         )
         task = asyncio.create_task(write(meta))
         await _wait_until_blocked(engine, victim, task)
-        await _kill(engine, victim)
+        await kill(engine, victim)
         with pytest.raises(DatabaseError, match="'s'") as caught:
             await asyncio.wait_for(task, HANG_GUARD_S)
         assert caught.value.session_id == "s"
@@ -272,33 +267,6 @@ async def test_lock_wait_timeout_is_configurable(
         await impatient.dispose()
 
 
-def _shelved_server_id(engine: AsyncEngine) -> int:
-    """The server's id of the one connection on ``engine``'s shelf (io.shelf)."""
-    shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
-    (held,) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
-    connection = held[0].driver_connection
-    if engine.dialect.name == "postgresql":
-        return int(connection.get_server_pid())
-    return int(connection.thread_id())
-
-
-async def _until_gone(admin: AsyncEngine, connection_id: int) -> None:
-    async with admin.connect() as connection:
-        for _ in range(HANG_GUARD_S * 20):
-            if not await connection.scalar(text(_alive_query(admin)), {"id": connection_id}):
-                return
-            # PostgreSQL keeps one view of pg_stat_activity per transaction.
-            await connection.rollback()
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"connection {connection_id} still alive after its kill")
-
-
-def _alive_query(engine: AsyncEngine | Engine) -> str:
-    if engine.dialect.name == "postgresql":
-        return "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
-    return "SELECT count(*) FROM information_schema.processlist WHERE id = :id"
-
-
 async def test_a_shelved_connection_killed_on_the_server_is_replaced(
     backend: str, engine: AsyncEngine, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,28 +278,14 @@ async def test_a_shelved_connection_killed_on_the_server_is_replaced(
     store = MetadataStore(ChatMeta, engine, create_tables=True)
     meta = store.bind("s")
     await meta.set_metadata({"title": "before", "tags": ["old"]})
-    victim = _shelved_server_id(engine)
-    await _kill(engine, victim)
-    await _until_gone(engine, victim)
-    await _until_heard(engine)
+    victim = shelved_server_id(engine)
+    await kill(engine, victim)
+    await until_gone(engine, victim)
+    await until_heard(engine)
     await meta.add_to("tags", "new")
     read = await meta.get_metadata()
     assert (read.title, read.tags) == ("before", ["old", "new"])
-    assert _shelved_server_id(engine) != victim
-
-
-async def _until_heard(engine: AsyncEngine) -> None:
-    """Return once the driver has read the end of the shelved connection: the server
-    leaves pg_stat_activity (or the process list) a moment before it closes the socket."""
-    shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
-    (held,) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
-    wrapper = lean_driver(engine.dialect.driver)
-    assert wrapper is not None
-    for _ in range(HANG_GUARD_S * 100):
-        if not wrapper(held[0].driver_connection).looks_open():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the driver never read the end of the killed connection")
+    assert shelved_server_id(engine) != victim
 
 
 @pytest.mark.postgres
@@ -372,7 +326,7 @@ async def test_a_kill_the_driver_has_not_heard_of_fails_the_next_call_as_without
     await meta.set_metadata({"title": "before", "tags": ["old"]})
     before = await stored_rows(engine, "s")
     await meta.get_metadata()  # the shelf now holds the connection the next call takes
-    victim = _shelved_server_id(engine)
+    victim = shelved_server_id(engine)
     blocking = create_engine(_sync_url(db_url), poolclass=NullPool)
     try:
         with blocking.connect() as connection:
@@ -381,7 +335,7 @@ async def test_a_kill_the_driver_has_not_heard_of_fails_the_next_call_as_without
             else:
                 connection.execute(text(f"KILL {int(victim)}"))
             for _ in range(HANG_GUARD_S * 20):
-                if not connection.scalar(text(_alive_query(blocking)), {"id": victim}):
+                if not connection.scalar(text(alive_query(blocking)), {"id": victim}):
                     break
                 connection.rollback()  # a fresh view of pg_stat_activity
                 time.sleep(0.05)  # noqa: ASYNC251 (blocks the loop on purpose)

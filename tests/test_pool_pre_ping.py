@@ -4,18 +4,16 @@ closed instead of failing the next call."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sessionmeta import MetadataStore
 from sessionmeta.io import shelf
-from sessionmeta.io.drivers import lean_driver
 
 from .conftest import MYSQL_URL, POSTGRES_URL, require_server, reset_database
 from .models import ChatMeta
+from .server_kills import kill, shelved_server_id, until_gone, until_heard
 
 
 async def server_id(connection: AsyncConnection) -> int:
@@ -49,22 +47,9 @@ async def test_a_connection_the_server_closed_is_replaced(server: str, server_ur
         await meta.set_metadata({"title": "before"})
         async with engine.connect() as connection:  # the pool's one connection
             victim = await server_id(connection)
-        async with admin.connect() as connection:
-            if server == "postgres":
-                await connection.execute(text(f"SELECT pg_terminate_backend({victim})"))
-                alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {victim}"
-            else:
-                await connection.execute(text(f"KILL {victim}"))
-                alive = f"SELECT count(*) FROM information_schema.processlist WHERE id = {victim}"
-            # Gone for good, so the next call finds it closed whenever it runs.
-            for _ in range(100):
-                if await connection.scalar(text(alive)) == 0:
-                    break
-                # PostgreSQL keeps one view of pg_stat_activity per transaction.
-                await connection.rollback()
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail(f"connection {victim} still alive 5 s after it was killed")
+        await kill(admin, victim)
+        # Gone for good, so the next call finds it closed whenever it runs.
+        await until_gone(admin, victim)
         await meta.set_metadata({"title": "after"})
         assert (await meta.get_metadata()).title == "after"
         async with engine.connect() as connection:
@@ -96,40 +81,10 @@ async def test_a_shelved_connection_the_server_closed_is_replaced(
         store = MetadataStore(ChatMeta, engine, create_tables=True)
         meta = store.bind("s1")
         await meta.set_metadata({"title": "before"})
-        shelves = engine.sync_engine.__dict__["_sessionmeta_shelves"]
-        ((pooled, _, _),) = [entry for shelf in shelves.by_loop.values() for entry in shelf.held]
-        victim = (
-            pooled.driver_connection.get_server_pid()
-            if server == "postgres"
-            else pooled.driver_connection.thread_id()
-        )
-        async with admin.connect() as connection:
-            if server == "postgres":
-                await connection.execute(text(f"SELECT pg_terminate_backend({victim})"))
-                alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {victim}"
-            else:
-                await connection.execute(text(f"KILL {victim}"))
-                alive = f"SELECT count(*) FROM information_schema.processlist WHERE id = {victim}"
-            # A bound, not a timing assertion: on a loaded server a terminated backend
-            # can take seconds to leave.
-            for _ in range(1200):
-                if await connection.scalar(text(alive)) == 0:
-                    break
-                # PostgreSQL keeps one view of pg_stat_activity per transaction.
-                await connection.rollback()
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail(f"connection {victim} still alive 60 s after it was killed")
-        # The server leaves the activity list a moment before it closes the socket: wait
-        # until the driver has read the close, which is what the shelf looks at.
-        wrapper = lean_driver(engine.dialect.driver)
-        assert wrapper is not None
-        for _ in range(6000):
-            if not wrapper(pooled.driver_connection).looks_open():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail(f"the driver never read the end of connection {victim}")
+        victim = shelved_server_id(engine)
+        await kill(admin, victim)
+        await until_gone(admin, victim)
+        await until_heard(engine)
         await meta.set_metadata({"title": "after"})
         assert (await meta.get_metadata()).title == "after"
     finally:
