@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -395,7 +396,7 @@ class Database:
         """A connection for the lean path: off the loop's shelf, else out of the pool;
         and the loop time it was checked out of the pool."""
         if shelf is None:
-            return await self._connect(self.engine.raw_connection, session_id), 0.0
+            return await self._connect(self.engine.raw_connection, _close_pooled, session_id), 0.0
         while (shelved := shelf.take()) is not None:
             pooled, since = shelved
             if lean(pooled.driver_connection).looks_open():
@@ -404,11 +405,11 @@ class Database:
             # pool_pre_ping drops one, and the next is tried.
             await greenlet_spawn(_drop, pooled)
         since = shelf.now()
-        return await self._connect(self.engine.raw_connection, session_id), since
+        return await self._connect(self.engine.raw_connection, _close_pooled, session_id), since
 
     async def _run_through(self, work: Work[T], session_id: str | None, transaction: bool) -> T:
         connection = self.engine.connect()
-        await self._connect(connection.start, session_id)
+        await self._connect(connection.start, AsyncConnection.close, session_id)
         try:
             if not transaction and self.backend.cheap_autocommit:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -436,11 +437,16 @@ class Database:
         finally:
             await connection.close()
 
-    async def _connect(self, checkout: Callable[[], Awaitable[T]], session_id: str | None) -> T:
+    async def _connect(
+        self,
+        checkout: Callable[[], Awaitable[T]],
+        abandon: Callable[[T], Awaitable[object]],
+        session_id: str | None,
+    ) -> T:
         try:
             # Some drivers bound only the TCP connect: a server that accepts and then says
             # nothing would hang the handshake without this bound.
-            return await _within(self.connect_timeout, checkout)
+            return await _within(self.connect_timeout, checkout, abandon)
         except asyncio.TimeoutError as exc:
             url = ("the read replica " if self.replica else "") + shown_url(self.engine.url)
             raise DatabaseError(
@@ -644,14 +650,43 @@ async def _holding(lock: threading.Lock) -> AsyncIterator[None]:
         lock.release()
 
 
-async def _within(seconds: float | None, work: Callable[[], Awaitable[T]]) -> T:
-    """``await work()``, cancelled after ``seconds``; raises ``asyncio.TimeoutError``."""
+async def _within(
+    seconds: float | None,
+    work: Callable[[], Awaitable[T]],
+    abandon: Callable[[T], Awaitable[object]],
+) -> T:
+    """``await work()``, cancelled after ``seconds``; raises ``asyncio.TimeoutError``.
+    What ``work`` returns after its caller gave up (a checkout that finished as the
+    caller was cancelled) goes to ``abandon``."""
     if sys.version_info >= (3, 11):
         # A timer on the running task: wait_for's extra task costs about as much as a
-        # pooled checkout.
+        # pooled checkout. Work that finishes before the cancellation lands returns here,
+        # and the caller's next await (inside its cleanup) raises it.
         async with asyncio.timeout(seconds):
             return await work()
-    return await asyncio.wait_for(work(), seconds)
+    # Python 3.10's wait_for drops the result of work that finishes as its caller is
+    # cancelled: a connection checked out and never returned. Shielded, it is handed over.
+    running = asyncio.ensure_future(work())
+    try:
+        return await asyncio.wait_for(asyncio.shield(running), seconds)
+    except BaseException:
+        running.cancel()
+        running.add_done_callback(functools.partial(_hand_over, abandon))
+        # As wait_for does, the caller goes on once the work has ended (a cancelled
+        # connect closes its socket).
+        await asyncio.wait({running})
+        raise
+
+
+_ABANDONING: set[asyncio.Future[object]] = set()
+
+
+def _hand_over(abandon: Callable[[T], Awaitable[object]], running: asyncio.Future[T]) -> None:
+    if running.cancelled() or running.exception() is not None:
+        return
+    handing = asyncio.ensure_future(abandon(running.result()))
+    _ABANDONING.add(handing)
+    handing.add_done_callback(_ABANDONING.discard)
 
 
 def _check_in(pooled: PoolProxiedConnection, driver: Driver) -> None:
@@ -664,6 +699,10 @@ def _check_in(pooled: PoolProxiedConnection, driver: Driver) -> None:
         close_special(transaction_reset=True)
     else:
         pooled.close()
+
+
+async def _close_pooled(pooled: PoolProxiedConnection) -> None:
+    await greenlet_spawn(pooled.close)
 
 
 def _drop(pooled: PoolProxiedConnection) -> None:
